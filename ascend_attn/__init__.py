@@ -1,0 +1,20 @@
+"""ascend_attn: Ascend fused attention operators as PyTorch and MindSpore ops.
+
+The PyTorch functions below are loaded on first use, so ``import ascend_attn`` (and
+``ascend-attn info``) works without torch installed. MindSpore frontends live in
+``ascend_attn.mindspore``.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_TORCH_API = ("ring_attention_update",)
+
+__all__ = list(_TORCH_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _TORCH_API:
+        from . import torch_ops
+        return getattr(torch_ops, name)
+    raise AttributeError(f"module 'ascend_attn' has no attribute {name!r}")

@@ -1,0 +1,162 @@
+"""``ascend-attn demo``: every op on realistic small shapes, checked against float64.
+
+Each section is a function returning result rows ``(op, case, dtype, max_abs_err, tolerance,
+ms)``; the demo fails (exit 1) when any error exceeds its tolerance. Sections so far:
+
+* RingAttentionUpdate folds attention computed over key chunks into the full attention of
+  packed variable-length sequences (TND, both statistics layouts) and of a batch (SBH).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .progress import Progress
+
+# Max abs error allowed against float64 for outputs of size ~1: a few roundings of the dtype.
+DTYPE_TOL = {"float32": 1e-5, "bfloat16": 3e-2, "float16": 4e-3}
+
+
+def _timed(fn, repeat: int = 3):
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return result, best * 1e3
+
+
+def _chunk_partials(q, k, v, seq_lens, chunks: int, scale: float):
+    """Attention of each query over the c-th chunk of its own sequence's keys, c < chunks.
+
+    q/k/v ``[T, N, D]`` (packed), computed in their dtype. Returns per chunk ``(out [T,N,D], max [T,N], sum [T,N])``.
+    """
+    import torch
+    parts = [[], [], []]
+    for c in range(chunks):
+        outs, maxs, sums = [], [], []
+        start = 0
+        for length in seq_lens:
+            qs, ks, vs = (x[start:start + length] for x in (q, k, v))
+            keys = torch.tensor_split(torch.arange(length), chunks)[c]  # needs length >= chunks
+            z = torch.einsum("qnd,knd->nqk", qs, ks[keys]) * scale
+            m = z.amax(-1)
+            e = torch.exp(z - m[..., None])
+            s = e.sum(-1)
+            outs.append(torch.einsum("nqk,knd->qnd", e, vs[keys]) / s.T[..., None])
+            maxs.append(m.T)
+            sums.append(s.T)
+            start += length
+        for acc, piece in zip(parts, (outs, maxs, sums)):
+            acc.append(torch.cat(piece))
+    return list(zip(*parts))
+
+
+def _tnd_to_ntd(x, seq_lens):
+    """[T, N] token-major rows -> the same [T, N] storage holding per-sequence [N, S_b] blocks."""
+    import torch
+    blocks, start = [], 0
+    for length in seq_lens:
+        blocks.append(x[start:start + length].T.reshape(-1))
+        start += length
+    return torch.cat(blocks).reshape(x.shape)
+
+
+def _full_attention(q, k, v, seq_lens, scale):
+    """float64 reference attention of each packed sequence over all its keys, [T, N, D]."""
+    from .testing import reference as ref
+    outs, start = [], 0
+    for length in seq_lens:
+        sl = slice(start, start + length)
+        outs.append(ref.partial_attention(q[sl].numpy(), k[sl].numpy(), v[sl].numpy(), scale)[0])
+        start += length
+    return np.concatenate(outs)
+
+
+def _fold(inputs, **kwargs):
+    import ascend_attn
+    acc = inputs[0]
+    for nxt in inputs[1:]:
+        acc = ascend_attn.ring_attention_update(*acc, *nxt, **kwargs)
+    return acc
+
+
+def section_ring_attention_update(rng, small: bool):
+    """Partials of key chunks (exact, float64, then stored as the op's dtypes) folded by the op."""
+    import torch
+
+    lanes = lambda x: x.float()[..., None].expand(*x.shape, 8).contiguous()
+    heads, dim, chunks = (2, 64, 3) if small else (8, 128, 4)
+    seq_lens = [24, 8, 40] if small else [384, 128, 512, 256, 64, 192]
+    total = sum(seq_lens)
+    q, k, v = (torch.from_numpy(rng.standard_normal((total, heads, dim))) for _ in range(3))
+    scale = dim ** -0.5
+    partials = _chunk_partials(q, k, v, seq_lens, chunks, scale)
+    full = _full_attention(q, k, v, seq_lens, scale)
+    seq = [0] + np.cumsum(seq_lens).tolist()
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        name = str(dtype).split(".")[-1]
+        for sm_layout in ("", "TND"):
+            def as_op(out, m, s):
+                if sm_layout == "":
+                    m, s = _tnd_to_ntd(m, seq_lens), _tnd_to_ntd(s, seq_lens)
+                return out.to(dtype), lanes(m), lanes(s)
+            inputs = [as_op(*p) for p in partials]
+            acc, ms_time = _timed(lambda: _fold(inputs, actual_seq_qlen=seq, input_layout="TND",
+                                                input_softmax_layout=sm_layout))
+            err = float(np.abs(acc[0].double().numpy() - full).max())
+            rows.append(("ring_attention_update", f"TND {'NTD' if sm_layout == '' else 'TND'} stats, "
+                         f"T={total} N={heads} D={dim}, {chunks} key chunks", name, err, DTYPE_TOL[name], ms_time))
+    # SBH: a batch of equal-length sequences, the layout of MindSpeed's ring attention.
+    batch, s_len = (2, 16) if small else (4, 256)
+    q, k, v = (x[: batch * s_len] for x in (q, k, v))
+    partials = _chunk_partials(q, k, v, [s_len] * batch, chunks, scale)
+    full = _full_attention(q, k, v, [s_len] * batch, scale)
+
+    def to_sbh(out, m, s, dtype):
+        attn = out.reshape(batch, s_len, heads * dim).transpose(0, 1).to(dtype).contiguous()
+        stat = lambda x: lanes(x.reshape(batch, s_len, heads).permute(0, 2, 1))
+        return attn, stat(m), stat(s)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        name = str(dtype).split(".")[-1]
+        inputs = [to_sbh(*p, dtype) for p in partials]
+        acc, ms_time = _timed(lambda: _fold(inputs))
+        got = acc[0].double().transpose(0, 1).reshape(-1, heads, dim).numpy()
+        rows.append(("ring_attention_update", f"SBH S={s_len} B={batch} H={heads * dim}, {chunks} key chunks",
+                     name, float(np.abs(got - full).max()), DTYPE_TOL[name], ms_time))
+    return rows
+
+
+SECTIONS = [("RingAttentionUpdate: fold key-chunk partials", section_ring_attention_update)]
+
+
+def run_demo(seed: int = 0, small: bool = False, out=None) -> int:
+    import sys
+
+    import torch
+
+    from .backends import select
+    out = out or sys.stdout
+    backend, _ = select("torch", "ring_attention_update", "cpu")
+    print(f"ascend-attn demo: CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"backend {backend.name}", file=out)
+    rng = np.random.default_rng(seed)
+    progress = Progress(len(SECTIONS), "demo")
+    rows = []
+    for title, section in SECTIONS:
+        rows += section(rng, small)
+        out.flush()
+        progress.step(title)
+    header = ("op", "case", "dtype", "max |err| vs f64", "tolerance", "time ms")
+    table = [header] + [(o, c, d, f"{e:.3e}", f"{t:.0e}", f"{ms:.2f}") for o, c, d, e, t, ms in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)), file=out)
+        if i == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+    failed = [r for r in rows if not r[3] <= r[4]]
+    print(f"{len(rows) - len(failed)} of {len(rows)} results within tolerance", file=out)
+    return 1 if failed else 0

@@ -1,0 +1,1 @@
+"""Device-generic torch implementations (the CPU fallback; they run on any torch device)."""

@@ -1,0 +1,8 @@
+"""MindSpore frontend: functional forms with MindSpore's signatures, and primitive classes.
+
+Works in PyNative and GRAPH_MODE; on CPU through ``ops.Custom`` pyfunc kernels around the
+shared torch core, on Ascend through the native / custom-op package kernels.
+"""
+from .ring_attention_update import RingAttentionUpdate, ring_attention_update
+
+__all__ = ["RingAttentionUpdate", "ring_attention_update"]

@@ -1,0 +1,24 @@
+import os
+
+import numpy as np
+import pytest
+
+
+def pytest_configure(config):
+    # CI sets this so that a missing MindSpore fails loudly instead of skipping its tests.
+    if os.environ.get("ASCEND_ATTN_REQUIRE_MINDSPORE") == "1":
+        import mindspore  # noqa: F401
+
+
+def ulp(values: np.ndarray, dtype_name: str) -> np.ndarray:
+    """Spacing of the floating-point grid of ``dtype_name`` at ``values`` (float64)."""
+    mantissa = {"float16": 10, "bfloat16": 7, "float32": 23}[dtype_name]
+    min_exp = {"float16": -14, "bfloat16": -126, "float32": -126}[dtype_name]
+    mag = np.maximum(np.abs(values), np.finfo(np.float64).tiny)
+    exp = np.maximum(np.floor(np.log2(mag)), min_exp)
+    return np.exp2(exp - mantissa)
+
+
+@pytest.fixture
+def ulp_of():
+    return ulp

@@ -1,0 +1,110 @@
+"""Backend selection: NPU kernels > fallback, with availability faked (no NPU here)."""
+import sys
+
+import pytest
+
+from ascend_attn import backends
+from ascend_attn.torch_ops import npu
+
+
+@pytest.fixture(autouse=True)
+def fresh_probes():
+    backends.clear_probe_cache()
+    yield
+    backends.clear_probe_cache()
+
+
+def fake_npu(monkeypatch, torch_npu=True, package=True):
+    monkeypatch.setattr(backends, "probe_torch_npu", lambda: None if torch_npu else "no torch_npu (faked)")
+    monkeypatch.setattr(backends, "probe_kernel_package", lambda: None if package else "no package (faked)")
+
+
+def test_cpu_tensors_always_take_the_fallback(monkeypatch):
+    fake_npu(monkeypatch)
+    chosen, skipped = backends.select("torch", "ring_attention_update", "cpu")
+    assert chosen.name == "torch.fallback"
+    assert any("runs on npu tensors, not cpu" in r for r in skipped["torch_npu.kernels"])
+
+
+def test_npu_tensors_take_the_npu_kernel_when_usable(monkeypatch):
+    fake_npu(monkeypatch)
+    chosen, _ = backends.select("torch", "ring_attention_update", "npu")
+    assert chosen.name == "torch_npu.kernels"
+
+
+def test_npu_tensors_fall_back_and_say_why(monkeypatch):
+    fake_npu(monkeypatch, torch_npu=False)
+    chosen, skipped = backends.select("torch", "ring_attention_update", "npu")
+    assert chosen.name == "torch.fallback"
+    assert skipped["torch_npu.kernels"] == ["no torch_npu (faked)"]
+
+
+def test_no_backend_error_lists_every_reason(monkeypatch):
+    fake_npu(monkeypatch, torch_npu=False)
+    monkeypatch.setattr(backends, "probe_torch", lambda: "torch is missing (faked)")
+    with pytest.raises(backends.NoBackendError) as info:
+        backends.select("torch", "ring_attention_update", "npu")
+    assert "no torch_npu (faked)" in str(info.value) and "torch is missing (faked)" in str(info.value)
+
+
+def test_unknown_op_is_not_supported():
+    reasons = backends.BACKENDS[1].not_supported_reasons("no_such_op", "cpu")
+    assert reasons == ["torch.fallback does not implement no_such_op"]
+
+
+class RecordingOpDef:
+    def __init__(self):
+        self.devices = []
+
+    def register_kernel(self, device):
+        def record(fn):
+            self.devices.append((device, fn))
+            return fn
+        return record
+
+
+def test_npu_slot_is_filled_only_when_selected(monkeypatch):
+    kernel = object()
+    for usable, expected in ((True, [("npu", kernel)]), (False, [])):
+        backends.clear_probe_cache()
+        fake_npu(monkeypatch, torch_npu=usable)
+        op_def = RecordingOpDef()
+        chosen = npu.install({"ring_attention_update": op_def}, {"ring_attention_update": kernel})
+        assert op_def.devices == expected
+        assert chosen["ring_attention_update"] == ("torch_npu.kernels" if usable else "torch.fallback")
+
+
+def test_broken_torch_npu_counts_as_no_npu(monkeypatch, tmp_path):
+    """torch_npu without CANN fails on import; that must read as 'no NPU', not crash."""
+    pkg = tmp_path / "torch_npu"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('libhccl.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch_npu", raising=False)
+    reason = backends.probe_torch_npu()
+    assert reason.startswith("torch_npu failed to import (RuntimeError: libhccl.so")
+
+
+def test_missing_torch_npu_reason():
+    assert "torch_npu is not installed" in backends.probe_torch_npu()
+
+
+def test_kernel_package_found_in_custom_opp_path(monkeypatch, tmp_path):
+    vendor = tmp_path / "vendors" / "ascend_attn"
+    (vendor / "op_api").mkdir(parents=True)
+    monkeypatch.setenv("ASCEND_HOME_PATH", str(tmp_path / "cann"))
+    monkeypatch.setenv("ASCEND_CUSTOM_OPP_PATH", str(vendor))
+    assert backends.probe_kernel_package() is None
+    backends.clear_probe_cache()
+    monkeypatch.setenv("ASCEND_CUSTOM_OPP_PATH", str(tmp_path / "elsewhere"))
+    assert "custom-op package is not installed" in backends.probe_kernel_package()
+
+
+def test_mindspore_native_skips_tnd_statistics(monkeypatch):
+    monkeypatch.setattr(backends, "probe_mindspore_ascend", lambda: None)
+    monkeypatch.setattr(backends, "probe_kernel_package", lambda: "no package (faked)")
+    chosen, _ = backends.select("mindspore", "ring_attention_update", "Ascend", input_softmax_layout="")
+    assert chosen.name == "mindspore.native"
+    chosen, skipped = backends.select("mindspore", "ring_attention_update", "Ascend", input_softmax_layout="TND")
+    assert chosen.name == "mindspore.fallback"
+    assert any('input_softmax_layout "TND"' in r for r in skipped["mindspore.native"])

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 # The ops of the project, by schema name (torch.ops.ascend_attn.<name>).
-OPS = ("ring_attention_update",)
+OPS = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad")
 
 VENDOR_NAME = "ascend_attn"
 
@@ -131,11 +131,13 @@ def _ms_native_rau_limits(input_softmax_layout: str = "", **_) -> list[str]:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    Backend("torch_npu.kernels", "torch", OPS, ("npu",), ("probe_torch_npu", "probe_kernel_package"),
-            "ascend_attn custom-op package (ops_kernels/) through its aclnn API, on NPU tensors"),
+    # NPU kernels exist for the ops listed; the others run the fallback on NPU tensors until the
+    # custom-op package provides them (issue 5).
+    Backend("torch_npu.kernels", "torch", ("ring_attention_update",), ("npu",), ("probe_torch_npu",),
+            "CANN's RingAttentionUpdateV2 through torch_npu, on NPU tensors"),
     Backend("torch.fallback", "torch", OPS, ("*",), ("probe_torch",),
             "device-generic torch code (CPU, CUDA or NPU tensors); follows the NPU formulas and rounding"),
-    Backend("mindspore.kernels", "mindspore", OPS, ("Ascend",),
+    Backend("mindspore.kernels", "mindspore", (), ("Ascend",),
             ("probe_mindspore_ascend", "probe_kernel_package"),
             "ascend_attn custom-op package through MindSpore's aclnn custom ops, on Ascend"),
     Backend("mindspore.native", "mindspore", ("ring_attention_update",), ("Ascend",),

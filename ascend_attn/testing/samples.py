@@ -56,3 +56,68 @@ def rau_torch_sample_inputs(device: str = "cpu"):
             cases.append((tuple(args), {"actual_seq_qlen": seq, "input_layout": layout,
                                         "input_softmax_layout": sm_layout}))
     return cases
+
+
+def compressed_mask(sparse_mode: int):
+    """The canonical compressed atten_mask of a sparse mode (1 = masked), bool."""
+    import torch
+    upper = torch.ones(2048, 2048, dtype=torch.bool).triu(1)
+    if sparse_mode == 6:
+        tail = torch.cat([torch.zeros(1024, 1024, dtype=torch.bool), torch.ones(1024, 1024, dtype=torch.bool)], dim=1)
+        return torch.cat([upper, tail])
+    return upper
+
+
+# pre/next tokens that satisfy every mode's documented constraints for the lengths used below.
+MODE_TOKENS = {0: (3, 1), 1: (2147483647, 2147483647), 2: (2147483647, 2147483647), 3: (2147483647, 2147483647),
+               4: (3, 1), 6: (2147483647, 2147483647), 7: (2147483647, -1), 8: (2147483647, 2)}
+
+
+def fa_case(dtype="float32", seq_q=(5, 3, 7), seq_kv=(6, 3, 9), heads_q=4, heads_kv=2, head_dim=40, *,
+            sparse_mode=0, pse_type=None, dropout=False, softmax_layout="", full_mask="local", tail_rows=1,
+            seed=0, requires_grad=False):
+    """(args, kwargs) of ``flash_attention_varlen_score`` with valid inputs for the given features.
+
+    ``pse_type`` None = no pse; 0/1 = external packed pse; 2/3 = ALiBi slopes. ``tail_rows``
+    extra rows after the last sequence in q and k/v (must come out as zeros).
+    """
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    tdtype = getattr(torch, dtype)
+    t1, t2 = sum(seq_q) + tail_rows, sum(seq_kv) + tail_rows
+    q, k, v = (torch.randn(t, n, head_dim, generator=gen).to(tdtype)
+               for t, n in ((t1, heads_q), (t2, heads_kv), (t2, heads_kv)))
+    if requires_grad:
+        q, k, v = (x.requires_grad_() for x in (q, k, v))
+    pre, nxt = MODE_TOKENS[sparse_mode]
+    kw = {"scale_value": head_dim ** -0.5, "sparse_mode": sparse_mode, "pre_tokens": pre, "next_tokens": nxt,
+          "softmax_out_layout": softmax_layout}
+    if sparse_mode in (0, 1):
+        if full_mask == "local":
+            kw["atten_mask"] = torch.rand(max(seq_q), max(seq_kv), generator=gen) < 0.25
+        elif full_mask == "global":
+            kw["atten_mask"] = (torch.rand(t1, t2, generator=gen) < 0.25).to(torch.uint8)
+    else:
+        kw["atten_mask"] = compressed_mask(sparse_mode)
+    if sparse_mode == 6:
+        kw["prefix"] = [min(s2, max(s2 - s1, 0) + 1) for s1, s2 in zip(seq_q, seq_kv)]
+    pairs = sum(a * b for a, b in zip(seq_q, seq_kv))
+    if pse_type in (0, 1):
+        kw.update(pse=torch.randn(heads_q * pairs, generator=gen).to(tdtype), pse_type=pse_type)
+    elif pse_type in (2, 3):
+        kw.update(pse=torch.rand(heads_q, generator=gen), pse_type=pse_type, q_start_idx=[2], kv_start_idx=[1])
+    if dropout:
+        kw.update(drop_mask=torch.randint(0, 256, (-(-heads_q * pairs // 8),), dtype=torch.uint8, generator=gen),
+                  keep_prob=0.8)
+    cum = lambda lens: [int(x) for x in torch.tensor(lens).cumsum(0)]
+    return (q, k, v, heads_q, cum(seq_q), cum(seq_kv)), kw
+
+
+def fa_reference_kwargs(kwargs: dict) -> dict:
+    """The same keyword arguments as numpy float64 for ``testing.fa_reference``."""
+    out = {}
+    for key, value in kwargs.items():
+        if hasattr(value, "numpy"):
+            value = value.double().numpy() if value.is_floating_point() else value.numpy()
+        out[key] = value
+    return out

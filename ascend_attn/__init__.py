@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_TORCH_API = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad")
+_TORCH_API = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
+              "incre_flash_attention", "trans_quant_param")
 
 __all__ = list(_TORCH_API) + ["__version__"]
 

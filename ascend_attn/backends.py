@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 # The ops of the project, by schema name (torch.ops.ascend_attn.<name>).
-OPS = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad")
+OPS = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
+       "incre_flash_attention")
 
 VENDOR_NAME = "ascend_attn"
 

@@ -7,6 +7,9 @@ ms)``; the demo fails (exit 1) when any error exceeds its tolerance. Sections so
   packed variable-length sequences (TND, both statistics layouts) and of a batch (SBH).
 * FlashAttention varlen forward + grad V4 on packed causal GQA sequences (three dtypes), and a
   tiny packed-sequence attention model trained a few steps through them (loss must fall).
+* IncreFlashAttention decodes a few tokens (the cache grows by one per step) in fp16, from a
+  paged int8 cache (antiquant), and in the three int8 scenarios (A: int8 -> int8,
+  B: int8 -> fp16, C: fp16 -> int8); int8 outputs are compared in quantisation steps.
 """
 from __future__ import annotations
 
@@ -213,9 +216,66 @@ def section_train_packed_model(rng, small: bool):
              "float32", losses[-1] / losses[0], 0.8, ms_time)]
 
 
+def section_decode(rng, small: bool):
+    import torch
+
+    import ascend_attn
+    from .testing import ifa_reference as R
+    from .testing.samples import numpy_kwargs
+    batch, heads_q, heads_kv, dim = (2, 8, 2, 32) if small else (4, 16, 4, 128)
+    kv_len, block = (64, 32) if small else (2048, 128)
+    start_lens = [kv_len - 3 - 5 * b for b in range(batch)]
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    q16 = torch.randn(batch, 1, heads_q * dim, generator=g).half()
+    k16, v16 = (torch.randn(batch, kv_len, heads_kv * dim, generator=g).half() for _ in range(2))
+    # int8 cache: per-channel symmetric quantisation of the fp16 cache
+    ks, vs = (x.float().abs().amax((0, 1)) / 127 for x in (k16, v16))
+    k8, v8 = ((x.float() / s).round().clamp(-128, 127).to(torch.int8) for x, s in ((k16, ks), (v16, vs)))
+    pages = kv_len // block
+    table = torch.randperm(batch * pages, generator=g).view(batch, pages).to(torch.int32)
+    def to_pages(x):
+        cache = torch.empty(batch * pages, block, x.shape[-1], dtype=x.dtype)
+        cache[table.long().view(-1)] = x.reshape(batch * pages, block, -1)
+        return cache
+    # full int8 (scenarios A/B): per-tensor symmetric scales s_q, s_k, s_v
+    sq, sk, sv = (float(x.float().abs().max() / 127) for x in (q16, k16, v16))
+    q8, k8t, v8t = ((x.float() / s).round().to(torch.int8) for x, s in ((q16, sq), (k16, sk), (v16, sv)))
+    base = dict(num_heads=heads_q, num_key_value_heads=heads_kv, scale_value=dim ** -0.5)
+    int8_params = dict(dequant_scale1=ascend_attn.trans_quant_param(torch.tensor([sq * sk])),
+                       quant_scale1=torch.tensor([127.0]), dequant_scale2=torch.tensor([sv / 127.0]))
+    out_scale = torch.full((heads_q * dim,), 40.0)
+    cases = [
+        ("fp16 cache", "float16", (q16, k16, v16), {}),
+        ("paged int8 cache, antiquant per channel", "float16", (q16, to_pages(k8), to_pages(v8)),
+         dict(block_table=table, block_size=block, antiquant_scale=torch.stack([ks, vs]).half())),
+        ("scenario C: fp16 in, int8 out (per channel)", "int8", (q16, k16, v16), dict(quant_scale2=out_scale)),
+        ("scenario B: int8 in, fp16 out", "float16", (q8, k8t, v8t), int8_params),
+        ("scenario A: int8 in, int8 out", "int8", (q8, k8t, v8t),
+         dict(int8_params, quant_scale2=torch.tensor([40.0]), quant_offset2=torch.tensor([2.0]))),
+    ]
+    rows = []
+    for name, out_kind, (q, k, v), extra in cases:
+        worst, total = 0.0, 0.0
+        for step in range(3):  # decode: every step sees one more cached token
+            lens = [n + step for n in start_lens]
+            kw = dict(base, actual_seq_lengths=lens, **extra)
+            start = time.perf_counter()
+            got = ascend_attn.incre_flash_attention(q, k, v, **kw)
+            total += time.perf_counter() - start
+            conv = lambda t: t.numpy()
+            want = R.incre_flash_attention(conv(q), conv(k), conv(v), round_dtype=None, **numpy_kwargs(kw))
+            worst = max(worst, float(np.abs(got.double().numpy() - want).max()))
+        tol = 1.0 if out_kind == "int8" else DTYPE_TOL["float16"]
+        rows.append(("incre_flash_attention", f"{name}, B={batch} Nq={heads_q} Nkv={heads_kv} D={dim} "
+                     f"KV~{kv_len}, 3 steps" + (" (err in int8 steps)" if out_kind == "int8" else ""),
+                     str(got.dtype).split(".")[-1], worst, tol, total * 1e3 / 3))
+    return rows
+
+
 SECTIONS = [("RingAttentionUpdate: fold key-chunk partials", section_ring_attention_update),
             ("FlashAttention varlen fwd + grad V4", section_flash_attention),
-            ("Train a packed-sequence model", section_train_packed_model)]
+            ("Train a packed-sequence model", section_train_packed_model),
+            ("IncreFlashAttention decode", section_decode)]
 
 
 def run_demo(seed: int = 0, small: bool = False, out=None) -> int:

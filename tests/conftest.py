@@ -5,6 +5,9 @@ import pytest
 
 
 def pytest_configure(config):
+    # torch.ops.ascend_attn.* exist once the torch frontend is imported (ascend_attn loads it lazily).
+    import ascend_attn.torch_ops  # noqa: F401
+
     # CI sets this so that a missing MindSpore fails loudly instead of skipping its tests.
     if os.environ.get("ASCEND_ATTN_REQUIRE_MINDSPORE") == "1":
         import mindspore  # noqa: F401

@@ -95,6 +95,16 @@ def test_dropout_and_both_statistics_layouts(dtype, layout):
     assert_matches_reference(args, kwargs, dtype)
 
 
+def test_drop_mask_of_any_shape_is_read_flat():
+    args, kwargs = fa_case("float32", sparse_mode=3, dropout=True)
+    flat = forward_backward(args, kwargs)
+    mask = kwargs["drop_mask"]
+    padded = torch.cat([mask, mask.new_zeros(-len(mask) % 4)])  # extra bytes are ignored (§6)
+    shaped = forward_backward(args, dict(kwargs, drop_mask=padded.view(-1, 4)))
+    for a, b in zip(flat[0] + flat[1], shaped[0] + shaped[1]):
+        assert torch.equal(a, b)
+
+
 def test_global_full_mask_form():
     args, kwargs = fa_case("float32", sparse_mode=0, full_mask="global", seed=4)
     assert kwargs["atten_mask"].shape == (args[0].shape[0], args[1].shape[0])

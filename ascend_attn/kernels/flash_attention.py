@@ -277,6 +277,7 @@ def flash_attention_forward(query, key, value, plan: FlashPlan, *, pse=None, dro
     dtype, device = query.dtype, query.device
     cdtype = _compute_dtype(dtype)
     n2, g = plan.heads_kv, plan.heads_q // plan.heads_kv
+    drop_mask = None if drop_mask is None else drop_mask.reshape(-1)  # any shape, read flat (§6)
     out = torch.zeros(query.shape, dtype=dtype, device=device)
     smax = torch.zeros(query.shape[0], query.shape[1], 8, dtype=torch.float32, device=device)
     ssum = torch.zeros_like(smax)
@@ -333,6 +334,7 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
     dtype, device = query.dtype, query.device
     cdtype = _compute_dtype(dtype)
     n2, g = plan.heads_kv, plan.heads_q // plan.heads_kv
+    drop_mask = None if drop_mask is None else drop_mask.reshape(-1)
     dq = torch.zeros(query.shape, dtype=dtype, device=device)
     dk = torch.zeros(key.shape, dtype=dtype, device=device)
     dv = torch.zeros(value.shape, dtype=dtype, device=device)

@@ -3,6 +3,9 @@
 Works in PyNative and GRAPH_MODE; on CPU through ``ops.Custom`` pyfunc kernels around the
 shared torch core, on Ascend through the native / custom-op package kernels.
 """
+from .flash_attention import (FlashAttentionUnpaddingScoreGradV4, FlashAttentionVarLenScoreV4,
+                              flash_attention_score)
 from .ring_attention_update import RingAttentionUpdate, ring_attention_update
 
-__all__ = ["RingAttentionUpdate", "ring_attention_update"]
+__all__ = ["RingAttentionUpdate", "ring_attention_update", "FlashAttentionVarLenScoreV4",
+           "FlashAttentionUnpaddingScoreGradV4", "flash_attention_score"]

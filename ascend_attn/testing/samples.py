@@ -121,3 +121,77 @@ def fa_reference_kwargs(kwargs: dict) -> dict:
             value = value.double().numpy() if value.is_floating_point() else value.numpy()
         out[key] = value
     return out
+
+
+def ifa_case(layout="BSH", dtype="float16", batch=3, heads_q=8, heads_kv=2, head_dim=32, kv_len=40, *,
+             lengths=None, kv_form="tensor", block_size=16, paged_layout="BSH", mask=None, pse=False,
+             antiquant=None, seed=0):
+    """(args, kwargs) of ``incre_flash_attention`` for float queries with the given features.
+
+    ``kv_form``: "tensor", "list" (per-batch tensors of their own lengths) or "paged" (a shuffled
+    block table, unused pages filled with NaN). ``mask``: None or one of "B,S", "B,1,S",
+    "B,1,1,S", "B,N,1,S", "1,N,1,S". ``antiquant``: None, "channel" or "tensor" (int8 K/V).
+    """
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    tdtype = getattr(torch, dtype)
+    lengths = list(lengths) if lengths is not None else [kv_len - 3 * b for b in range(batch)]
+    q_shape = {"BSH": (batch, 1, heads_q * head_dim), "BSND": (batch, 1, heads_q, head_dim),
+               "BNSD": (batch, heads_q, 1, head_dim)}[layout]
+
+    def kv_shape(b, s):
+        return {"BSH": (b, s, heads_kv * head_dim), "BSND": (b, s, heads_kv, head_dim),
+                "BNSD": (b, heads_kv, s, head_dim)}[layout]
+    query = torch.randn(q_shape, generator=gen).to(tdtype)
+    if antiquant:
+        make = lambda shape: torch.randint(-128, 128, shape, generator=gen, dtype=torch.int8)
+    else:
+        make = lambda shape: torch.randn(shape, generator=gen).to(tdtype)
+    kw = {"num_heads": heads_q, "num_key_value_heads": heads_kv, "input_layout": layout,
+          "scale_value": head_dim ** -0.5, "actual_seq_lengths": lengths}
+    if kv_form == "list":
+        key = [make(kv_shape(1, s)) for s in lengths]
+        value = [make(kv_shape(1, s)) for s in lengths]
+        kw["actual_seq_lengths"] = [max(s - 1, 0) for s in lengths]
+    elif kv_form == "paged":
+        pages_per_batch = -(-kv_len // block_size)
+        num_blocks = batch * pages_per_batch + 2
+        shape = (num_blocks, block_size, heads_kv * head_dim) if paged_layout == "BSH" else \
+            (num_blocks, heads_kv, block_size, head_dim)
+        key, value = make(shape), make(shape)
+        table = torch.randperm(num_blocks, generator=gen)[: batch * pages_per_batch].view(batch, pages_per_batch)
+        used = set()
+        for b, length in enumerate(lengths):
+            used.update(table[b, : -(-length // block_size)].tolist())
+        if not antiquant:
+            for blk in set(range(num_blocks)) - used:
+                key[blk] = float("nan")
+                value[blk] = float("nan")
+        kw.update(block_table=table.to(torch.int32), block_size=block_size)
+    else:
+        key, value = make(kv_shape(batch, kv_len)), make(kv_shape(batch, kv_len))
+    width = kv_len if kv_form != "paged" else table.shape[1] * block_size
+    if mask is not None:
+        mshape = {"B,S": (batch, width), "B,1,S": (batch, 1, width), "B,1,1,S": (batch, 1, 1, width),
+                  "B,N,1,S": (batch, heads_q, 1, width), "1,N,1,S": (1, heads_q, 1, width)}[mask]
+        kw["atten_mask"] = torch.rand(mshape, generator=gen) < 0.3
+    if pse:
+        kw["pse_shift"] = torch.randn(batch, heads_q, 1, width, generator=gen).to(tdtype)
+    if antiquant:
+        shape = (2,) if antiquant == "tensor" else {
+            "BNSD": (2, heads_kv, 1, head_dim), "BSH": (2, heads_kv * head_dim), "BSND": (2, heads_kv, head_dim)}[layout]
+        kw["antiquant_scale"] = (torch.rand(shape, generator=gen) * 0.02 + 0.005).to(tdtype)
+        kw["antiquant_offset"] = torch.randint(-4, 5, shape, generator=gen).to(tdtype)
+    return (query, key, value), kw
+
+
+def numpy_kwargs(kwargs: dict) -> dict:
+    """torch tensors (and lists of them) -> numpy; floats keep their dtype where numpy has it."""
+    def conv(v):
+        if isinstance(v, list) and v and hasattr(v[0], "numpy"):
+            return [conv(x) for x in v]
+        if hasattr(v, "numpy"):
+            import torch
+            return v.double().numpy() if v.dtype == torch.bfloat16 else v.numpy()
+        return v
+    return {k: conv(v) for k, v in kwargs.items()}

@@ -1,0 +1,115 @@
+"""``ascend_attn::incre_flash_attention`` (IFA V2 int8 scenarios + V4 extensions) and
+``trans_quant_param``: schema, fallback, fake kernel.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import validation as V
+from ..kernels import incre_flash_attention as kernel
+
+SCHEMA = (
+    "(Tensor query, Tensor[] key, Tensor[] value, Tensor? atten_mask=None, int[]? actual_seq_lengths=None, "
+    "Tensor? pse_shift=None, Tensor? dequant_scale1=None, Tensor? quant_scale1=None, Tensor? dequant_scale2=None, "
+    "Tensor? quant_scale2=None, Tensor? quant_offset2=None, Tensor? antiquant_scale=None, "
+    "Tensor? antiquant_offset=None, Tensor? block_table=None, int num_heads=1, str input_layout=\"BSH\", "
+    "float scale_value=1.0, int num_key_value_heads=0, int block_size=0, int inner_precise=1, "
+    "Tensor? kv_padding_size=None) -> Tensor"
+)
+_TENSOR_OPTIONS = ("atten_mask", "pse_shift", "dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2",
+                   "quant_offset2", "antiquant_scale", "antiquant_offset", "block_table", "kv_padding_size")
+
+
+def check(query, key, value, options: dict) -> V.IncrePlan:
+    kw = {k: (V.meta_of(v) if k in _TENSOR_OPTIONS else v) for k, v in options.items()}
+    as_meta = lambda x: [V.meta_of(t) for t in x] if len(x) > 1 else V.meta_of(x[0])
+    return V.check_incre_flash_attention(V.meta_of(query), as_meta(key), as_meta(value), **kw)
+
+
+def _options(local):
+    return {k: v for k, v in local.items() if k not in ("query", "key", "value")}
+
+
+@torch.library.custom_op("ascend_attn::incre_flash_attention", mutates_args=(), schema=SCHEMA)
+def incre_flash_attention_op(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift=None,
+                             dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
+                             quant_offset2=None, antiquant_scale=None, antiquant_offset=None, block_table=None,
+                             num_heads=1, input_layout="BSH", scale_value=1.0, num_key_value_heads=0, block_size=0,
+                             inner_precise=1, kv_padding_size=None):
+    options = _options(locals())
+    plan = check(query, key, value, options)
+    kv = (lambda x: list(x) if len(x) > 1 else x[0])
+    return kernel.incre_flash_attention(
+        query, kv(key), kv(value), plan, **{k: options[k] for k in _TENSOR_OPTIONS})
+
+
+@incre_flash_attention_op.register_fake
+def _fake(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift=None, dequant_scale1=None,
+          quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None, antiquant_scale=None,
+          antiquant_offset=None, block_table=None, num_heads=1, input_layout="BSH", scale_value=1.0,
+          num_key_value_heads=0, block_size=0, inner_precise=1, kv_padding_size=None):
+    plan = check(query, key, value, _options(locals()))
+    return query.new_empty(query.shape, dtype=getattr(torch, plan.out_dtype))
+
+
+def incre_flash_attention(query, key, value, *, atten_mask=None, actual_seq_lengths=None, pse_shift=None,
+                          dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
+                          quant_offset2=None, antiquant_scale=None, antiquant_offset=None, block_table=None,
+                          num_heads=1, input_layout="BSH", scale_value=1.0, num_key_value_heads=0, block_size=0,
+                          inner_precise=1, kv_padding_size=None):
+    """Incremental (decode) attention, aclnnIncreFlashAttentionV2 + V4 extensions.
+
+    Layouts (query S = 1; output shaped like query):
+      * ``"BSH"``: query ``(B, 1, Nq*D)``, key/value ``(B, S, Nkv*D)``
+      * ``"BSND"``: query ``(B, 1, Nq, D)``, key/value ``(B, S, Nkv, D)``
+      * ``"BNSD"``: query ``(B, Nq, 1, D)``, key/value ``(B, Nkv, S, D)``
+    ``key``/``value``: a tensor, or a list of B tensors with batch 1 and their own S_b.
+    Paged KV: ``block_table`` int32 ``(B, M)``, ``block_size``, caches
+    ``(num_blocks, block_size, Nkv*D)`` or (BNSD query) ``(num_blocks, Nkv, block_size, D)``.
+    GQA: query head h reads kv head ``h // (num_heads / num_key_value_heads)``.
+
+    ``atten_mask`` (1 = masked) ``(B, S)``, ``(B, 1, S)``, ``(B, 1, 1, S)`` or per head
+    ``(B|1, Nq, 1, S)``; ``actual_seq_lengths`` per-batch KV lengths (length 1 broadcasts);
+    ``pse_shift`` ``(B|1, Nq, 1, S)``; ``kv_padding_size`` int64 one element (left padding).
+
+    Quantisation (semantics.md §7.5): int8 query/key/value with ``dequant_scale1``,
+    ``quant_scale1``, ``dequant_scale2`` -> fp16 output (scenario B), plus ``quant_scale2`` [and
+    ``quant_offset2``] -> int8 output (A); fp16/bf16 in with ``quant_scale2`` -> int8 out (C),
+    per tensor or per channel (Nq*D values). Dequant scales: float32 values or uint64/int64 words
+    from :func:`trans_quant_param`. Antiquant (float query, int8 cache): ``antiquant_scale`` /
+    ``antiquant_offset`` per channel or per tensor, row 0 key, row 1 value.
+    """
+    kv = lambda x: list(x) if isinstance(x, (list, tuple)) else [x]
+    return torch.ops.ascend_attn.incre_flash_attention(
+        query, kv(key), kv(value), atten_mask=atten_mask,
+        actual_seq_lengths=V.int_list(V.IFA_OP, "actual_seq_lengths", actual_seq_lengths), pse_shift=pse_shift,
+        dequant_scale1=dequant_scale1, quant_scale1=quant_scale1, dequant_scale2=dequant_scale2,
+        quant_scale2=quant_scale2, quant_offset2=quant_offset2, antiquant_scale=antiquant_scale,
+        antiquant_offset=antiquant_offset, block_table=block_table, num_heads=num_heads, input_layout=input_layout,
+        scale_value=float(scale_value), num_key_value_heads=num_key_value_heads, block_size=block_size,
+        inner_precise=inner_precise, kv_padding_size=kv_padding_size)
+
+
+def trans_quant_param(scale, offset=None):
+    """Quantisation words for ``dequant_scale1/2``, like ``torch_npu.npu_trans_quant_param``.
+
+    ``scale``: float tensor (or number), scalar or 1-D; ``offset``: optional, broadcastable to it.
+    Returns int64 words (the uint64 bit pattern): FP19-truncated scale bits | 1 << 46, and the
+    offset (rounded half-even, clamped to [-256, 255]) as 9 bits at bits 37-45.
+    """
+    op = "trans_quant_param"
+    scale = torch.as_tensor(scale)
+    if not scale.is_floating_point():
+        raise V.type_error(op, "scale", "a floating-point tensor", V.dtype_name(scale.dtype))
+    if scale.dim() > 1:
+        raise V.value_error(op, "scale", "a scalar or 1-D tensor", f"shape {list(scale.shape)}")
+    if offset is not None:
+        offset = torch.as_tensor(offset)
+        if not offset.is_floating_point():
+            raise V.type_error(op, "offset", "a floating-point tensor", V.dtype_name(offset.dtype))
+        try:
+            torch.broadcast_shapes(scale.shape, offset.shape)
+        except RuntimeError:
+            raise V.value_error(op, "offset", f"a shape broadcastable to scale {list(scale.shape)}",
+                                f"shape {list(offset.shape)}") from None
+    return kernel.trans_quant_param(scale, offset)

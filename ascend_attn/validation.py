@@ -802,7 +802,7 @@ def check_incre_flash_attention(
 
     seq_lens = list(actual_seq_lengths) if actual_seq_lengths is not None else None
     if paged:
-        kv_form, paged_layout, kv_caps = "paged", None, None
+        kv_form, paged_layout = "paged", None
         cache = keys[0].shape
         if is_list:
             raise value_error(op, "key", "a single cache tensor with block_table (paged KV)", f"a list of {len(keys)}")

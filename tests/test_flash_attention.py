@@ -7,7 +7,7 @@ import ascend_attn
 from ascend_attn import validation as V
 from ascend_attn.kernels import flash_attention as kernel
 from ascend_attn.testing import fa_reference as R
-from ascend_attn.testing.samples import compressed_mask, fa_case, fa_reference_kwargs
+from ascend_attn.testing.samples import fa_case, fa_reference_kwargs
 
 MODES = [0, 1, 2, 3, 4, 6, 7, 8]
 

@@ -103,7 +103,7 @@ def test_paged_cache(paged_layout, layout):
     got = assert_float_output_ok(args, kwargs)  # NaN fills every unused page: never read
     # the same data as a contiguous cache
     q, k, v = args
-    table, bs = kwargs["block_table"].long(), kwargs["block_size"]
+    table = kwargs["block_table"].long()
     def contiguous(cache):
         rows = cache[table]  # [B, M, ...]
         if paged_layout == "BSH":

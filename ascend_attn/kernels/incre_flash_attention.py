@@ -167,6 +167,33 @@ def _pse_rows(pse, plan, b, p0, p1):
     return pse[b if pse.shape[0] > 1 else 0, :, 0, p0:p1].view(plan.heads_kv, g, p1 - p0)
 
 
+def check_device_values(plan: IncrePlan, *, key, block_table=None, atten_mask=None, pse_shift=None,
+                        kv_padding_size=None, dequant_scale1=None, dequant_scale2=None, quant_scale1=None,
+                        mask_arg: str = "atten_mask"):
+    """Checks on tensor *values* that shape validation cannot see (padding size, dequant words,
+    referenced pages), run before anything is computed. Every frontend calls this one function.
+
+    Returns ``(plan with left padding applied, (deq1, deq2, quant_scale1) or None)``.
+    """
+    if plan.left_padding:
+        plan = ifa_left_padding(plan, int(kv_padding_size.reshape(-1)[0]))
+        for name, t in ((mask_arg, atten_mask), ("pse_shift", pse_shift)):
+            if t is not None and t.shape[-1] < max(plan.ends):
+                raise value_error(IFA_OP, name, f"a last dimension >= the KV end {max(plan.ends)}", t.shape[-1])
+    if plan.kv_form == "paged":
+        blocks = key.shape[0]
+        for b in range(plan.batch):
+            used = block_table[b, : -(-plan.ends[b] // plan.block_size)]
+            if used.numel() and (int(used.min()) < 0 or int(used.max()) >= blocks):
+                raise value_error(IFA_OP, "block_table", f"entries in [0, {blocks}) for the blocks in use",
+                                  f"{used.tolist()} (batch {b})")
+    deq = None
+    if plan.scenario in ("A", "B"):
+        deq = (dequant_value(dequant_scale1, "dequant_scale1"), dequant_value(dequant_scale2, "dequant_scale2"),
+               float(quant_scale1.reshape(-1)[0].float()))
+    return plan, deq
+
+
 def incre_flash_attention(query, key, value, plan: IncrePlan, *, atten_mask=None, pse_shift=None,
                           dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
                           quant_offset2=None, antiquant_scale=None, antiquant_offset=None, block_table=None,
@@ -176,21 +203,10 @@ def incre_flash_attention(query, key, value, plan: IncrePlan, *, atten_mask=None
     Inputs already validated; this reads the device data that validation cannot see (padding
     size, dequant words, referenced pages) and checks it before computing anything.
     """
-    if plan.left_padding:
-        plan = ifa_left_padding(plan, int(kv_padding_size.reshape(-1)[0]))
-        for name, t in (("atten_mask", atten_mask), ("pse_shift", pse_shift)):
-            if t is not None and t.shape[-1] < max(plan.ends):
-                raise value_error(IFA_OP, name, f"a last dimension >= the KV end {max(plan.ends)}", t.shape[-1])
-    if plan.kv_form == "paged":
-        for b in range(plan.batch):
-            used = block_table[b, : -(-plan.ends[b] // plan.block_size)]
-            if used.numel() and (int(used.min()) < 0 or int(used.max()) >= key.shape[0]):
-                raise value_error(IFA_OP, "block_table", f"entries in [0, {key.shape[0]}) for the blocks in use",
-                                  f"{used.tolist()} (batch {b})")
-    deq = None
-    if plan.scenario in ("A", "B"):
-        deq = (dequant_value(dequant_scale1, "dequant_scale1"), dequant_value(dequant_scale2, "dequant_scale2"),
-               float(quant_scale1.reshape(-1)[0].float()))
+    plan, deq = check_device_values(plan, key=key, block_table=block_table, atten_mask=atten_mask,
+                                    pse_shift=pse_shift, kv_padding_size=kv_padding_size,
+                                    dequant_scale1=dequant_scale1, dequant_scale2=dequant_scale2,
+                                    quant_scale1=quant_scale1)
     quant = OutputQuant(plan, quant_scale2, quant_offset2) if plan.scenario in ("A", "C") else None
     source = KVSource(plan, key, value, block_table)
     antiquant = _antiquant_params(plan, antiquant_scale, antiquant_offset)

@@ -5,7 +5,9 @@ shared torch core, on Ascend through the native / custom-op package kernels.
 """
 from .flash_attention import (FlashAttentionUnpaddingScoreGradV4, FlashAttentionVarLenScoreV4,
                               flash_attention_score)
+from .incre_flash_attention import IncreFlashAttentionV2, incre_flash_attention
 from .ring_attention_update import RingAttentionUpdate, ring_attention_update
 
 __all__ = ["RingAttentionUpdate", "ring_attention_update", "FlashAttentionVarLenScoreV4",
-           "FlashAttentionUnpaddingScoreGradV4", "flash_attention_score"]
+           "FlashAttentionUnpaddingScoreGradV4", "flash_attention_score", "IncreFlashAttentionV2",
+           "incre_flash_attention"]

@@ -7,12 +7,36 @@ is exact: bf16 -> fp32 is lossless and the kernels round their fp32 result RNE e
 """
 from __future__ import annotations
 
+import mindspore as ms
 import numpy as np
 
 
 def to_torch(array):
+    """numpy (as MindSpore hands it out) -> torch, sharing memory.
+
+    MindSpore's 64-bit integers can arrive as numpy ``longlong`` / ``ulonglong``, which
+    ``torch.from_numpy`` rejects: they are viewed as int64 / uint64 (same bits).
+    """
     import torch
-    return torch.from_numpy(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        array = array.view(np.int64 if array.dtype.kind == "i" else np.uint64)
+    return torch.from_numpy(array)
+
+
+def is_bf16(x) -> bool:
+    return x is not None and x.dtype == ms.bfloat16
+
+
+def int64_tensor(x):
+    """A host length argument inside construct (a list / tuple / int is a constant in a graph)
+    as an int64 tensor input of a Custom op; tensors pass through. (Used inside construct, so no
+    imports here: GRAPH_MODE cannot parse them.)"""
+    if isinstance(x, (list, tuple)):
+        return ms.Tensor(x, ms.int64)
+    if isinstance(x, int):
+        return ms.Tensor([x], ms.int64)
+    return x
 
 
 def to_numpy(tensor) -> np.ndarray:

@@ -37,7 +37,7 @@ from mindspore import nn, ops
 
 from .. import backends
 from .. import validation as V
-from ._bridge import to_numpy, to_torch
+from ._bridge import int64_tensor, is_bf16, to_numpy, to_torch
 
 FWD_OP = V.FA_FWD_OP
 GRAD_OP = V.FA_GRAD_OP
@@ -336,20 +336,9 @@ def build_forward_custom(attrs: FlashAttrs, key: OpKey, grad_custom: ops.Custom)
 
 # ----------------------------------------------------------------------------- construct helpers
 
-def _is_bf16(x):
-    return x is not None and x.dtype == ms.bfloat16
 
 
-def _int_tensor(x):
-    """A host length argument as an int64 tensor input (lists / tuples / ints are constants in a graph)."""
-    if isinstance(x, (list, tuple)):
-        return ms.Tensor(x, ms.int64)
-    if isinstance(x, int):
-        return ms.Tensor([x], ms.int64)
-    return x
-
-
-def _host_int_tensor(x):
+def _hostint64_tensor(x):
     """Host length argument (list, tuple, int, numpy / torch / MindSpore tensor) -> int64 MindSpore tensor."""
     if x is None or isinstance(x, ms.Tensor):
         return x
@@ -427,7 +416,7 @@ class _FlashPrimitive(nn.Cell):
         # From Python (PyNative, or the top level of GRAPH_MODE): check everything on the host first,
         # so errors are raised before any kernel runs (PyNative swallows pyfunc errors).
         bound = self.check(*args, **kwargs)
-        return super().__call__(**{n: _host_int_tensor(bound.get(n)) if n in INT_LISTS else bound.get(n)
+        return super().__call__(**{n: _hostint64_tensor(bound.get(n)) if n in INT_LISTS else bound.get(n)
                                    for n in self.INPUTS if n not in self.RESERVED})
 
 
@@ -436,7 +425,7 @@ def _present(names, values):
 
 
 def _bf16_names(names, values):
-    return tuple(n for n, v in zip(names, values) if n in CASTABLE and _is_bf16(v))
+    return tuple(n for n, v in zip(names, values) if n in CASTABLE and is_bf16(v))
 
 
 class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
@@ -471,26 +460,26 @@ class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
                   actual_seq_qlen=None, actual_seq_kvlen=None, q_start_idx=None, kv_start_idx=None):
         reject_reserved(GRAD_OP, "padding_mask", padding_mask is not None)
         reject_reserved(GRAD_OP, "softmax_in", softmax_in is not None)
-        prefix, actual_seq_qlen, actual_seq_kvlen = (_int_tensor(prefix), _int_tensor(actual_seq_qlen),
-                                                     _int_tensor(actual_seq_kvlen))
-        q_start_idx, kv_start_idx = _int_tensor(q_start_idx), _int_tensor(kv_start_idx)
+        prefix, actual_seq_qlen, actual_seq_kvlen = (int64_tensor(prefix), int64_tensor(actual_seq_qlen),
+                                                     int64_tensor(actual_seq_kvlen))
+        q_start_idx, kv_start_idx = int64_tensor(q_start_idx), int64_tensor(kv_start_idx)
         given = (query, key, value, dy, pse_shift, drop_mask, atten_mask, softmax_max, softmax_sum, attention_in,
                  prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx)
         op = custom_op(GRAD_OP, self.attr_values, _present(GRAD_SLOTS, given), _bf16_names(GRAD_SLOTS, given))
-        dq, dk, dv = op(_fp32(query, _is_bf16(query)), _fp32(key, _is_bf16(key)), _fp32(value, _is_bf16(value)),
-                        _fp32(dy, _is_bf16(dy)),
-                        self._absent if pse_shift is None else _fp32(pse_shift, _is_bf16(pse_shift)),
+        dq, dk, dv = op(_fp32(query, is_bf16(query)), _fp32(key, is_bf16(key)), _fp32(value, is_bf16(value)),
+                        _fp32(dy, is_bf16(dy)),
+                        self._absent if pse_shift is None else _fp32(pse_shift, is_bf16(pse_shift)),
                         self._absent if drop_mask is None else drop_mask,
                         self._absent if atten_mask is None else atten_mask,
                         self._absent if softmax_max is None else softmax_max,
                         self._absent if softmax_sum is None else softmax_sum,
-                        self._absent if attention_in is None else _fp32(attention_in, _is_bf16(attention_in)),
+                        self._absent if attention_in is None else _fp32(attention_in, is_bf16(attention_in)),
                         self._absent if prefix is None else prefix,
                         self._absent if actual_seq_qlen is None else actual_seq_qlen,
                         self._absent if actual_seq_kvlen is None else actual_seq_kvlen,
                         self._absent if q_start_idx is None else q_start_idx,
                         self._absent if kv_start_idx is None else kv_start_idx)
-        if _is_bf16(query):
+        if is_bf16(query):
             dq, dk, dv = ops.cast(dq, ms.bfloat16), ops.cast(dk, ms.bfloat16), ops.cast(dv, ms.bfloat16)
         return dq, dk, dv, ops.zeros((0,), query.dtype)
 
@@ -528,15 +517,15 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
     def construct(self, query, key, value, real_shift=None, drop_mask=None, padding_mask=None, attn_mask=None,
                   prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, q_start_idx=None, kv_start_idx=None):
         reject_reserved(FWD_OP, "padding_mask", padding_mask is not None)
-        prefix, actual_seq_qlen, actual_seq_kvlen = (_int_tensor(prefix), _int_tensor(actual_seq_qlen),
-                                                     _int_tensor(actual_seq_kvlen))
-        q_start_idx, kv_start_idx = _int_tensor(q_start_idx), _int_tensor(kv_start_idx)
+        prefix, actual_seq_qlen, actual_seq_kvlen = (int64_tensor(prefix), int64_tensor(actual_seq_qlen),
+                                                     int64_tensor(actual_seq_kvlen))
+        q_start_idx, kv_start_idx = int64_tensor(q_start_idx), int64_tensor(kv_start_idx)
         given = (query, key, value, real_shift, drop_mask, attn_mask, prefix, actual_seq_qlen, actual_seq_kvlen,
                  q_start_idx, kv_start_idx)
         op = custom_op(FWD_OP, self.attr_values, _present(FWD_SLOTS, given), _bf16_names(FWD_SLOTS, given))
         out, softmax_max, softmax_sum = op(
-            _fp32(query, _is_bf16(query)), _fp32(key, _is_bf16(key)), _fp32(value, _is_bf16(value)),
-            self._absent if real_shift is None else _fp32(real_shift, _is_bf16(real_shift)),
+            _fp32(query, is_bf16(query)), _fp32(key, is_bf16(key)), _fp32(value, is_bf16(value)),
+            self._absent if real_shift is None else _fp32(real_shift, is_bf16(real_shift)),
             self._absent if drop_mask is None else drop_mask,
             self._absent if attn_mask is None else attn_mask,
             self._absent if prefix is None else prefix,
@@ -544,7 +533,7 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
             self._absent if actual_seq_kvlen is None else actual_seq_kvlen,
             self._absent if q_start_idx is None else q_start_idx,
             self._absent if kv_start_idx is None else kv_start_idx)
-        if _is_bf16(query):
+        if is_bf16(query):
             out = ops.cast(out, ms.bfloat16)
         return out, softmax_max, softmax_sum
 
@@ -766,7 +755,7 @@ class FlashAttentionScoreCell(nn.Cell):
         # From Python: the whole check on the host first (PyNative swallows pyfunc errors).
         call = self.check(*args, **kwargs)
         for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen"):
-            call[name] = _host_int_tensor(call[name])
+            call[name] = _hostint64_tensor(call[name])
         return super().__call__(**call)
 
     def construct(self, query, key, value, real_shift=None, drop_mask=None, attn_mask=None, prefix=None,

@@ -74,6 +74,14 @@ def probe_kernel_package() -> str | None:
 
 
 @lru_cache(maxsize=None)
+def probe_npu_glue() -> str | None:
+    """The C++ extension binding the aclnn ops for torch (ascend_attn/csrc/npu_ops.cpp)."""
+    if importlib.util.find_spec("ascend_attn._npu_ext") is None:
+        return "the NPU glue extension ascend_attn._npu_ext is not built (python scripts/build_npu_ext.py, needs torch_npu and CANN)"
+    return None
+
+
+@lru_cache(maxsize=None)
 def probe_mindspore() -> str | None:
     if importlib.util.find_spec("mindspore") is None:
         return "mindspore is not installed (pip install 'ascend_attn[mindspore]')"
@@ -125,6 +133,13 @@ class Backend:
         return reasons + self.unavailable_reasons()
 
 
+def _needs(*probes):
+    """op_limits entry: the op additionally needs these probes to pass."""
+    def limit(**_):
+        return [r for r in (globals()[p]() for p in probes) if r]
+    return limit
+
+
 def _ms_native_rau_limits(input_softmax_layout: str = "", **_) -> list[str]:
     if input_softmax_layout == "TND":
         return ['MindSpore\'s own RingAttentionUpdate (V1) has no input_softmax_layout "TND"']
@@ -132,10 +147,14 @@ def _ms_native_rau_limits(input_softmax_layout: str = "", **_) -> list[str]:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    # NPU kernels exist for the ops listed; the others run the fallback on NPU tensors until the
-    # custom-op package provides them (issue 5).
-    Backend("torch_npu.kernels", "torch", ("ring_attention_update",), ("npu",), ("probe_torch_npu",),
-            "CANN's RingAttentionUpdateV2 through torch_npu, on NPU tensors"),
+    # On NPU tensors: RingAttentionUpdate is CANN's own V2 through torch_npu; the FA forward is
+    # CANN's V4 through the glue extension; FA grad V4 and IFA V2 come from the ascend_attn
+    # custom-op package (ops_kernels/) through the glue extension.
+    Backend("torch_npu.kernels", "torch", OPS, ("npu",), ("probe_torch_npu",),
+            "NPU kernels on NPU tensors (CANN / ascend_attn custom-op package through torch_npu)",
+            {"flash_attention_varlen_score": _needs("probe_npu_glue"),
+             "flash_attention_unpadding_score_grad": _needs("probe_npu_glue", "probe_kernel_package"),
+             "incre_flash_attention": _needs("probe_npu_glue", "probe_kernel_package")}),
     Backend("torch.fallback", "torch", OPS, ("*",), ("probe_torch",),
             "device-generic torch code (CPU, CUDA or NPU tensors); follows the NPU formulas and rounding"),
     Backend("mindspore.kernels", "mindspore", (), ("Ascend",),

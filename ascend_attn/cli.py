@@ -39,6 +39,8 @@ def info(out=sys.stdout) -> int:
     pkg = backends.probe_kernel_package()
     print(f"\nCustom-op kernel package ({backends.VENDOR_NAME}): {'installed' if pkg is None else 'not usable: ' + pkg}",
           file=out)
+    glue = backends.probe_npu_glue()
+    print(f"NPU glue extension (ascend_attn._npu_ext): {'built' if glue is None else 'not usable: ' + glue}", file=out)
     return 0
 
 

@@ -74,6 +74,28 @@ def test_npu_slot_is_filled_only_when_selected(monkeypatch):
         assert chosen["ring_attention_update"] == ("torch_npu.kernels" if usable else "torch.fallback")
 
 
+def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
+    """RAU needs only torch_npu (CANN's op); FA forward also the glue; FA grad / IFA also the package."""
+    from ascend_attn import torch_ops
+    assert set(torch_ops.NPU_KERNELS) == set(backends.OPS) == set(torch_ops.OP_DEFS)
+    monkeypatch.setattr(backends, "probe_torch_npu", lambda: None)
+    monkeypatch.setattr(backends, "probe_npu_glue", lambda: "glue not built (faked)")
+    monkeypatch.setattr(backends, "probe_kernel_package", lambda: "no package (faked)")
+    chosen = {op: backends.select("torch", op, "npu") for op in backends.OPS}
+    assert chosen["ring_attention_update"][0].name == "torch_npu.kernels"
+    for op in ("flash_attention_varlen_score", "flash_attention_unpadding_score_grad", "incre_flash_attention"):
+        assert chosen[op][0].name == "torch.fallback"
+        assert "glue not built (faked)" in chosen[op][1]["torch_npu.kernels"]
+    monkeypatch.setattr(backends, "probe_npu_glue", lambda: None)
+    assert backends.select("torch", "flash_attention_varlen_score", "npu")[0].name == "torch_npu.kernels"
+    grad = backends.select("torch", "flash_attention_unpadding_score_grad", "npu")
+    assert grad[0].name == "torch.fallback" and grad[1]["torch_npu.kernels"] == ["no package (faked)"]
+    monkeypatch.setattr(backends, "probe_kernel_package", lambda: None)
+    recorded = {op: RecordingOpDef() for op in backends.OPS}
+    npu.install(recorded, torch_ops.NPU_KERNELS)
+    assert all(r.devices == [("npu", torch_ops.NPU_KERNELS[op])] for op, r in recorded.items())
+
+
 def test_broken_torch_npu_counts_as_no_npu(monkeypatch, tmp_path):
     """torch_npu without CANN fails on import; that must read as 'no NPU', not crash."""
     pkg = tmp_path / "torch_npu"

@@ -15,7 +15,8 @@ def test_info_reports_backends_and_reasons():
         assert name in text
     assert "torch_npu is not installed" in text  # why the NPU path is not usable here
     assert "ring_attention_update" in text and "torch     cpu    -> torch.fallback" in text
-    assert "Custom-op kernel package" in text
+    assert "Custom-op kernel package" in text and "NPU glue extension" in text
+    assert "incre_flash_attention" in text and "flash_attention_unpadding_score_grad" in text
 
 
 def test_demo_small_runs_every_section_within_tolerance():

@@ -15,11 +15,15 @@ OP_DEFS = {
     "flash_attention_unpadding_score_grad": _fa.flash_attention_unpadding_score_grad_op,
     "incre_flash_attention": _ifa.incre_flash_attention_op,
 }
-# NPU kernels that exist today: CANN's own RingAttentionUpdate V2 through torch_npu. The FA ops'
-# NPU kernels come from the ascend_attn custom-op package (issue 5); until then NPU tensors take
-# the device-generic fallback.
-NPU_KERNELS = {"ring_attention_update": _rau.npu_kernel}
-NPU_SELECTION = npu.install({k: v for k, v in OP_DEFS.items() if k in NPU_KERNELS}, NPU_KERNELS)
+# PrivateUse1 ("npu") kernels, registered only for the ops whose NPU backend is usable here
+# (backends.select says which and why not; ascend-attn info prints it).
+NPU_KERNELS = {
+    "ring_attention_update": _rau.npu_kernel,
+    "flash_attention_varlen_score": _fa.npu_forward,
+    "flash_attention_unpadding_score_grad": _fa.npu_grad,
+    "incre_flash_attention": _ifa.npu_kernel,
+}
+NPU_SELECTION = npu.install(OP_DEFS, NPU_KERNELS)
 
 __all__ = ["ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
            "incre_flash_attention", "trans_quant_param", "OP_DEFS", "NPU_SELECTION"]

@@ -201,3 +201,31 @@ def flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual
         keep_prob=float(keep_prob), pre_tokens=int(pre_tokens), next_tokens=int(next_tokens),
         inner_precise=inner_precise, sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
         kv_start_idx=kv_start_idx, softmax_in_layout=softmax_in_layout)
+
+
+# ----------------------------------------------------------------------------- NPU kernels
+
+def npu_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, pse=None, drop_mask=None,
+                atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0, pre_tokens=2147483647,
+                next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1, q_start_idx=None,
+                kv_start_idx=None, softmax_out_layout=""):
+    """NPU tensors: aclnnFlashAttentionVarLenScoreV4 through the glue extension (same validation)."""
+    options = _options(locals())
+    check_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_out_layout, options)
+    from .. import _npu_ext
+    return _npu_ext.flash_attention_varlen_score(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen,
+                                                 *options.values(), softmax_out_layout)
+
+
+def npu_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
+             attention_in, pse=None, drop_mask=None, atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
+             pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1,
+             q_start_idx=None, kv_start_idx=None, softmax_in_layout=""):
+    """NPU tensors: the ascend_attn package's FlashAttentionUnpaddingScoreGradV4 (same validation)."""
+    options = _options(locals())
+    check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
+               attention_in, softmax_in_layout, options)
+    from .. import _npu_ext
+    return _npu_ext.flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual_seq_qlen,
+                                                         actual_seq_kvlen, softmax_max, softmax_sum, attention_in,
+                                                         *options.values(), softmax_in_layout)

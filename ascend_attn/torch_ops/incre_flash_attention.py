@@ -52,6 +52,17 @@ def _fake(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift
     return query.new_empty(query.shape, dtype=getattr(torch, plan.out_dtype))
 
 
+def npu_kernel(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift=None, dequant_scale1=None,
+               quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None, antiquant_scale=None,
+               antiquant_offset=None, block_table=None, num_heads=1, input_layout="BSH", scale_value=1.0,
+               num_key_value_heads=0, block_size=0, inner_precise=1, kv_padding_size=None):
+    """NPU tensors: the ascend_attn package's IncreFlashAttention (V2 quant + V4) via the glue."""
+    options = _options(locals())
+    plan = check(query, key, value, options)
+    from .. import _npu_ext
+    return _npu_ext.incre_flash_attention(query, list(key), list(value), *options.values(), plan.out_dtype)
+
+
 def incre_flash_attention(query, key, value, *, atten_mask=None, actual_seq_lengths=None, pse_shift=None,
                           dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
                           quant_offset2=None, antiquant_scale=None, antiquant_offset=None, block_table=None,

@@ -1,0 +1,95 @@
+// NPU glue: the ascend_attn::* ops on NPU tensors, through the aclnn API of the ascend_attn
+// custom-op package (ops_kernels/) and of CANN itself. Built only where torch_npu and CANN exist
+// (scripts/build_npu_ext.py); ascend_attn/torch_ops/npu.py registers these functions as the
+// PrivateUse1 ("npu") kernels of the ops, so validation, fake kernels and autograd stay shared.
+//
+// EXEC_NPU_CMD (op-plugin) resolves aclnnXxxGetWorkspaceSize / aclnnXxx at run time, converts
+// at::Tensor / IntArrayRef / scalars to aclTensor / aclIntArray / ..., allocates the workspace
+// and launches on the current stream.
+#include <torch/extension.h>
+#include "op_plugin/utils/op_api_common.h"
+
+namespace {
+
+using at::Tensor;
+using c10::optional;
+
+std::tuple<Tensor, Tensor, Tensor> ring_attention_update(
+    const Tensor& prev_out, const Tensor& prev_max, const Tensor& prev_sum, const Tensor& cur_out,
+    const Tensor& cur_max, const Tensor& cur_sum, optional<at::IntArrayRef> actual_seq_qlen,
+    std::string input_layout, std::string input_softmax_layout) {
+  Tensor out = at::empty_like(prev_out), m = at::empty_like(prev_max), s = at::empty_like(prev_sum);
+  auto seq = actual_seq_qlen.value_or(at::IntArrayRef{});
+  char* layout = const_cast<char*>(input_layout.c_str());
+  char* sm_layout = const_cast<char*>(input_softmax_layout.c_str());
+  EXEC_NPU_CMD(aclnnRingAttentionUpdateV2, prev_out, prev_max, prev_sum, cur_out, cur_max, cur_sum, seq,
+               layout, sm_layout, out, m, s);
+  return {out, m, s};
+}
+
+std::tuple<Tensor, Tensor, Tensor> flash_attention_varlen_score(
+    const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_num, at::IntArrayRef seq_q,
+    at::IntArrayRef seq_kv, const optional<Tensor>& pse, const optional<Tensor>& drop_mask,
+    const optional<Tensor>& atten_mask, optional<at::IntArrayRef> prefix, double scale, double keep_prob,
+    int64_t pre_tokens, int64_t next_tokens, int64_t inner_precise, int64_t sparse_mode, int64_t pse_type,
+    optional<at::IntArrayRef> q_start_idx, optional<at::IntArrayRef> kv_start_idx, std::string softmax_out_layout) {
+  Tensor out = at::empty_like(q);
+  Tensor m = at::empty({q.size(0), q.size(1), 8}, q.options().dtype(at::kFloat));
+  Tensor s = at::empty_like(m), softmax_out = at::empty({0}, q.options());
+  char* layout = const_cast<char*>("TND");
+  char* sm_layout = const_cast<char*>(softmax_out_layout.c_str());
+  EXEC_NPU_CMD(aclnnFlashAttentionVarLenScoreV4, q, k, v, pse, drop_mask, /*padding_mask*/ Tensor(), atten_mask,
+               prefix.value_or(at::IntArrayRef{}), seq_q, seq_kv, q_start_idx.value_or(at::IntArrayRef{}),
+               kv_start_idx.value_or(at::IntArrayRef{}), scale, keep_prob, pre_tokens, next_tokens, head_num, layout,
+               inner_precise, sparse_mode, pse_type, sm_layout, m, s, softmax_out, out);
+  return {out, m, s};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> flash_attention_unpadding_score_grad(
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dy, int64_t head_num, at::IntArrayRef seq_q,
+    at::IntArrayRef seq_kv, const Tensor& softmax_max, const Tensor& softmax_sum, const Tensor& attention_in,
+    const optional<Tensor>& pse, const optional<Tensor>& drop_mask, const optional<Tensor>& atten_mask,
+    optional<at::IntArrayRef> prefix, double scale, double keep_prob, int64_t pre_tokens, int64_t next_tokens,
+    int64_t inner_precise, int64_t sparse_mode, int64_t pse_type, optional<at::IntArrayRef> q_start_idx,
+    optional<at::IntArrayRef> kv_start_idx, std::string softmax_in_layout) {
+  Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v), dpse = at::empty({0}, q.options());
+  char* layout = const_cast<char*>("TND");
+  char* sm_layout = const_cast<char*>(softmax_in_layout.c_str());
+  // The ascend_attn package's op (vendor ascend_attn), same contract as CANN's V4 grad.
+  EXEC_NPU_CMD(aclnnFlashAttentionUnpaddingScoreGradV4, q, k, v, dy, pse, drop_mask, /*padding_mask*/ Tensor(),
+               atten_mask, softmax_max, softmax_sum, /*softmax_in*/ Tensor(), attention_in,
+               prefix.value_or(at::IntArrayRef{}), seq_q, seq_kv, q_start_idx.value_or(at::IntArrayRef{}),
+               kv_start_idx.value_or(at::IntArrayRef{}), scale, keep_prob, pre_tokens, next_tokens, head_num, layout,
+               inner_precise, sparse_mode, pse_type, sm_layout, dq, dk, dv, dpse);
+  return {dq, dk, dv, dpse};
+}
+
+Tensor incre_flash_attention(
+    const Tensor& query, at::TensorList key, at::TensorList value, const optional<Tensor>& atten_mask,
+    optional<at::IntArrayRef> actual_seq_lengths, const optional<Tensor>& pse_shift,
+    const optional<Tensor>& dequant_scale1, const optional<Tensor>& quant_scale1,
+    const optional<Tensor>& dequant_scale2, const optional<Tensor>& quant_scale2,
+    const optional<Tensor>& quant_offset2, const optional<Tensor>& antiquant_scale,
+    const optional<Tensor>& antiquant_offset, const optional<Tensor>& block_table, int64_t num_heads,
+    std::string input_layout, double scale_value, int64_t num_key_value_heads, int64_t block_size,
+    int64_t inner_precise, const optional<Tensor>& kv_padding_size, std::string out_dtype) {
+  auto dtype = out_dtype == "int8" ? at::kChar : (out_dtype == "float16" ? at::kHalf : query.scalar_type());
+  Tensor out = at::empty(query.sizes(), query.options().dtype(dtype));
+  char* layout = const_cast<char*>(input_layout.c_str());
+  // The ascend_attn package's IncreFlashAttentionV2 (all three int8 scenarios) with the V4
+  // extensions (antiquant, paged KV, pse_shift, left padding).
+  EXEC_NPU_CMD(aclnnIncreFlashAttentionV4, query, key, value, pse_shift, atten_mask,
+               actual_seq_lengths.value_or(at::IntArrayRef{}), dequant_scale1, quant_scale1, dequant_scale2,
+               quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table, kv_padding_size,
+               num_heads, scale_value, layout, num_key_value_heads, block_size, inner_precise, out);
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("ring_attention_update", &ring_attention_update);
+  m.def("flash_attention_varlen_score", &flash_attention_varlen_score);
+  m.def("flash_attention_unpadding_score_grad", &flash_attention_unpadding_score_grad);
+  m.def("incre_flash_attention", &incre_flash_attention);
+}

@@ -476,6 +476,15 @@ def check_flash_attention(
                                next_tokens, prefix_list)
     pse_form = _fa_check_pse(op, pse, pse_type, sparse_mode, seq_q, seq_kv, n1, batch, q_start, kv_start,
                              atten_mask is not None)
+    if pse_form == "alibi":
+        # The compressed form holds the diagonals j - i <= 1023 only (its last row and last column):
+        # kept positions further above the diagonal would have no pse value.
+        above = max(seq_kv) - 1 if mask_form is None or sparse_mode == 0 and next_tokens > 1023 else 0
+        if above > FA_ALIBI_ROWS - 1:
+            raise value_error(op, "pse", "the ALiBi-compressed form where kept positions satisfy j - i <= 1023 "
+                              "(a causal mask, or sparse_mode 0 with next_tokens <= 1023)",
+                              f"sparse_mode {sparse_mode}, next_tokens {next_tokens}, "
+                              f"{'no mask' if mask_form is None else 'a mask'}")
     return FlashPlan(seq_q, seq_kv, n1, n2, d, sparse_mode, int(pre_tokens), int(next_tokens), mask_form,
                      pse_form, pse_type, q_start, kv_start, float(scale_value), float(keep_prob),
                      drop_mask is not None, tuple(prefix_list) if prefix_list is not None else None,

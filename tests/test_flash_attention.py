@@ -7,7 +7,7 @@ import ascend_attn
 from ascend_attn import validation as V
 from ascend_attn.kernels import flash_attention as kernel
 from ascend_attn.testing import fa_reference as R
-from ascend_attn.testing.samples import fa_case, fa_reference_kwargs
+from ascend_attn.testing.samples import compressed_mask, fa_case, fa_reference_kwargs
 
 MODES = [0, 1, 2, 3, 4, 6, 7, 8]
 
@@ -303,3 +303,22 @@ def test_torch_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(comp_loss, eager_loss)
     for a, b in zip(eager_in, comp_in):
         torch.testing.assert_close(b.grad, a.grad)
+
+
+def test_alibi_compressed_pse_matches_reference_and_rejects_uncovered_positions():
+    """[1, N1, 1024, S] holds the last 1024 rows of a Toeplitz pse (semantics.md §5)."""
+    s, heads = 1030, 2
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(s, heads, 8, generator=gen) for _ in range(3))
+    i = torch.arange(s).view(-1, 1)
+    j = torch.arange(s).view(1, -1)
+    full = -(i - j).abs().float() * torch.tensor([0.5, 0.25]).view(-1, 1, 1)  # Toeplitz per head
+    pse = full[:, -1024:, :].unsqueeze(0).contiguous()
+    args = (q, k, v, heads, [s], [s])
+    kwargs = dict(pse=pse, pse_type=1, sparse_mode=3, atten_mask=compressed_mask(3), scale_value=0.3,
+                  softmax_out_layout="")
+    got = forward_backward(args, kwargs)
+    ref_fwd, ref_grads = reference(args, kwargs, got[2])
+    assert max_err(got[0][0], ref_fwd[0]) < 1e-5 and max_err(got[1][0], ref_grads[0]) < 1e-4
+    with pytest.raises(ValueError, match="pse"):
+        ascend_attn.flash_attention_varlen_score(*args, **dict(kwargs, sparse_mode=0, atten_mask=None))

@@ -11,11 +11,16 @@ __version__ = "0.1.0"
 _TORCH_API = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
               "incre_flash_attention", "trans_quant_param")
 
-__all__ = list(_TORCH_API) + ["__version__"]
+_FLASH_ATTN_API = ("flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache")
+
+__all__ = list(_TORCH_API) + list(_FLASH_ATTN_API) + ["__version__"]
 
 
 def __getattr__(name: str):
     if name in _TORCH_API:
         from . import torch_ops
         return getattr(torch_ops, name)
+    if name in _FLASH_ATTN_API:
+        from . import flash_attn_interface
+        return getattr(flash_attn_interface, name)
     raise AttributeError(f"module 'ascend_attn' has no attribute {name!r}")

@@ -322,3 +322,20 @@ def test_alibi_compressed_pse_matches_reference_and_rejects_uncovered_positions(
     assert max_err(got[0][0], ref_fwd[0]) < 1e-5 and max_err(got[1][0], ref_grads[0]) < 1e-4
     with pytest.raises(ValueError, match="pse"):
         ascend_attn.flash_attention_varlen_score(*args, **dict(kwargs, sparse_mode=0, atten_mask=None))
+
+
+@pytest.mark.parametrize("heads_kv", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_inputs_are_never_modified(heads_kv, dtype):
+    """fp32 with one kv head makes internal views alias the caller's tensors: nothing may write them."""
+    args, kwargs = fa_case(dtype, heads_q=4, heads_kv=heads_kv, sparse_mode=3, dropout=True, pse_type=1)
+    copies = [a.clone() for a in args[:3]]
+    out, smax, ssum = ascend_attn.flash_attention_varlen_score(*args, **kwargs)
+    layout = kwargs.pop("softmax_out_layout")
+    dy = torch.ones_like(out)
+    dy_copy, stats_copy = dy.clone(), (smax.clone(), ssum.clone(), out.clone())
+    ascend_attn.flash_attention_unpadding_score_grad(*args[:3], dy, *args[3:], smax, ssum, out,
+                                                     softmax_in_layout=layout, **kwargs)
+    for a, c in zip(args[:3], copies):
+        assert torch.equal(a, c)
+    assert torch.equal(dy, dy_copy) and all(torch.equal(a, b) for a, b in zip((smax, ssum, out), stats_copy))

@@ -239,7 +239,8 @@ def write_stats(out: torch.Tensor, rows: torch.Tensor, plan: FlashPlan, seq: Seq
 
 
 def _grouped(x: torch.Tensor, n2: int, cdtype) -> torch.Tensor:
-    """[S, N1, D] -> [N2, S, G, D] in the compute dtype (contiguous)."""
+    """[S, N1, D] -> [N2, S, G, D] in the compute dtype (contiguous). May be a view of ``x``:
+    never modify the result in place."""
     s, n1, d = x.shape
     return x.to(cdtype).view(s, n2, n1 // n2, d).permute(1, 0, 2, 3).contiguous()
 
@@ -254,15 +255,15 @@ def _compute_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _scores(plan, bias, qb, kb, i0, i1, j0, j1, g):
-    """Scaled scores of a block with pse, ``[N2, rows, G, cols]``."""
-    s = torch.bmm(qb, kb.transpose(1, 2)).view(qb.shape[0], i1 - i0, g, j1 - j0)
+def _scores(plan, bias, qs, kb, i0, i1, j0, j1, g):
+    """Scaled scores of a block with pse, ``[N2, rows, G, cols]``. ``qs`` is the query block
+    already multiplied by ``scale`` (one pass over q instead of one over every score block), so
+    pse_type 1's ``(s + pse) * scale`` is computed as ``s * scale + pse * scale``."""
+    s = torch.bmm(qs, kb.transpose(1, 2)).view(qs.shape[0], i1 - i0, g, j1 - j0)
     pse = bias.block(i0, i1, j0, j1)
-    if pse is None:
-        return s * plan.scale
-    if plan.pse_type == 1:
-        return (s + pse) * plan.scale
-    return s * plan.scale + pse
+    if pse is not None:
+        s.add_(pse * plan.scale if plan.pse_type == 1 else pse)
+    return s
 
 
 # ----------------------------------------------------------------------------- forward
@@ -284,7 +285,8 @@ def flash_attention_forward(query, key, value, plan: FlashPlan, *, pse=None, dro
     for seq in sequences(plan):
         if seq.s1 == 0:
             continue
-        q = _grouped(query[seq.oq: seq.oq + seq.s1], n2, cdtype)  # [N2, S1, G, D]
+        # [N2, S1, G, D], scaled; never in place: _grouped may return a view of the caller's query
+        q = _grouped(query[seq.oq: seq.oq + seq.s1], n2, cdtype) * plan.scale
         k = key[seq.ok: seq.ok + seq.s2].to(cdtype).permute(1, 0, 2).contiguous()  # [N2, S2, D]
         v = value[seq.ok: seq.ok + seq.s2].to(cdtype).permute(1, 0, 2).contiguous()
         rule, bias = KeepRule(plan, seq, atten_mask), Bias(plan, seq, pse, cdtype)
@@ -302,16 +304,16 @@ def flash_attention_forward(query, key, value, plan: FlashPlan, *, pse=None, dro
                     continue
                 z = _scores(plan, bias, qb, k[:, j0:j1], i0, i1, j0, j1, g)
                 if keep is not True:
-                    z = z.masked_fill(~keep.view(1, i1 - i0, 1, j1 - j0), -torch.inf)
+                    z.masked_fill_(~keep.view(1, i1 - i0, 1, j1 - j0), -torch.inf)
                 m_new = torch.maximum(m, z.amax(-1, keepdim=True))
                 m_safe = torch.where(m_new == -torch.inf, 0.0, m_new)  # rows with nothing kept yet
                 alpha = torch.exp(m - m_safe)
-                e = torch.exp(z - m_safe)
+                e = z.sub_(m_safe).exp_()  # in place: the score block is the largest temporary
                 l = l * alpha + e.sum(-1, keepdim=True)
                 if plan.dropout:
-                    e = e * dropout_block(plan, seq, drop_mask, i0, i1, j0, j1, cdtype)
+                    e.mul_(dropout_block(plan, seq, drop_mask, i0, i1, j0, j1, cdtype))
                 p = round_in(e, dtype).view(n2, (i1 - i0) * g, j1 - j0)
-                acc = acc * alpha.view(n2, -1, 1) + torch.bmm(p, v[:, j0:j1])
+                acc = torch.baddbmm(acc * alpha.view(n2, -1, 1), p, v[:, j0:j1])
                 m = m_new
             empty = l == 0
             o = torch.where(empty.view(n2, -1, 1), 0.0, acc / torch.where(empty, 1.0, l).view(n2, -1, 1))
@@ -343,6 +345,7 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
             continue
         rows = slice(seq.oq, seq.oq + seq.s1)
         q, do, oin = (_grouped(x[rows], n2, cdtype) for x in (query, dy, attention_in))
+        q = q * plan.scale  # scaled once (not in place: may view the caller's query); dk = dS^T (Q * scale)
         k = key[seq.ok: seq.ok + seq.s2].to(cdtype).permute(1, 0, 2).contiguous()
         v = value[seq.ok: seq.ok + seq.s2].to(cdtype).permute(1, 0, 2).contiguous()
         m_all = stats_rows(softmax_max, plan, seq).to(cdtype)  # [N2, S1, G]
@@ -365,22 +368,23 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
                 if keep is None:
                     continue
                 z = _scores(plan, bias, qb, k[:, j0:j1], i0, i1, j0, j1, g)
-                p = torch.exp(z - m) / l
+                p = z.sub_(m).exp_().div_(l)  # in place on the score block
                 if keep is not True:
-                    p = p.masked_fill(~keep.view(1, i1 - i0, 1, j1 - j0), 0.0)
+                    p.masked_fill_(~keep.view(1, i1 - i0, 1, j1 - j0), 0.0)
                 dp = torch.bmm(dob, v[:, j0:j1].transpose(1, 2)).view_as(p)
                 if plan.dropout:
                     bits = dropout_block(plan, seq, drop_mask, i0, i1, j0, j1, cdtype)
-                    dp, pd = dp * bits, p * bits
+                    dp.mul_(bits)
+                    pd = p * bits
                 else:
                     pd = p
-                ds = round_in(p * (dp - delta), dtype).view(n2, r, j1 - j0)
+                ds = round_in(dp.sub_(delta).mul_(p), dtype).view(n2, r, j1 - j0)
                 pd = round_in(pd, dtype).view(n2, r, j1 - j0)
                 dq_acc += torch.bmm(ds, k[:, j0:j1])
                 dk_acc[:, j0:j1] += torch.bmm(ds.transpose(1, 2), qb)
                 dv_acc[:, j0:j1] += torch.bmm(pd.transpose(1, 2), dob)
             dq[seq.oq + i0: seq.oq + i1] = round_to(_ungroup(dq_acc * plan.scale, i1 - i0), dtype)
-        dk[seq.ok: seq.ok + seq.s2] = round_to((dk_acc * plan.scale).permute(1, 0, 2), dtype)
+        dk[seq.ok: seq.ok + seq.s2] = round_to(dk_acc.permute(1, 0, 2), dtype)
         dv[seq.ok: seq.ok + seq.s2] = round_to(dv_acc.permute(1, 0, 2), dtype)
     return dq, dk, dv
 

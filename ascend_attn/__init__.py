@@ -12,8 +12,9 @@ _TORCH_API = ("ring_attention_update", "flash_attention_varlen_score", "flash_at
               "incre_flash_attention", "trans_quant_param")
 
 _FLASH_ATTN_API = ("flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache")
+_RING_API = ("ring_flash_attn_varlen_func", "zigzag_shard", "zigzag_unshard")
 
-__all__ = list(_TORCH_API) + list(_FLASH_ATTN_API) + ["__version__"]
+__all__ = list(_TORCH_API) + list(_FLASH_ATTN_API) + list(_RING_API) + ["__version__"]
 
 
 def __getattr__(name: str):
@@ -23,4 +24,7 @@ def __getattr__(name: str):
     if name in _FLASH_ATTN_API:
         from . import flash_attn_interface
         return getattr(flash_attn_interface, name)
+    if name in _RING_API:
+        from . import ring_attention
+        return getattr(ring_attention, name)
     raise AttributeError(f"module 'ascend_attn' has no attribute {name!r}")

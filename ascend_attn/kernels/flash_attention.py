@@ -23,9 +23,17 @@ import torch
 from ..validation import FlashPlan
 
 FLT_MAX = 3.4028234663852886e38
-# Query rows and key rows per block. The score block is N1 * BLOCK_Q * BLOCK_K floats.
+# Query rows and key rows per block. The score block is N1 * BLOCK_Q * BLOCK_K floats: on CPU
+# it should stay cache-sized; on GPUs / NPUs the cost is the number of launched kernels, so
+# blocks are much larger there (memory stays O(tokens), just with a larger constant).
 BLOCK_Q = 128
 BLOCK_K = 512
+ACCEL_BLOCK_Q = 1024
+ACCEL_BLOCK_K = 4096
+
+
+def block_sizes(device: torch.device) -> tuple[int, int]:
+    return (BLOCK_Q, BLOCK_K) if device.type == "cpu" else (ACCEL_BLOCK_Q, ACCEL_BLOCK_K)
 
 
 # ----------------------------------------------------------------------------- rounding
@@ -279,6 +287,7 @@ def flash_attention_forward(query, key, value, plan: FlashPlan, *, pse=None, dro
     cdtype = _compute_dtype(dtype)
     n2, g = plan.heads_kv, plan.heads_q // plan.heads_kv
     drop_mask = None if drop_mask is None else drop_mask.reshape(-1)  # any shape, read flat (§6)
+    block_q, block_k = block_sizes(device)
     out = torch.zeros(query.shape, dtype=dtype, device=device)
     smax = torch.zeros(query.shape[0], query.shape[1], 8, dtype=torch.float32, device=device)
     ssum = torch.zeros_like(smax)
@@ -291,14 +300,14 @@ def flash_attention_forward(query, key, value, plan: FlashPlan, *, pse=None, dro
         v = value[seq.ok: seq.ok + seq.s2].to(cdtype).permute(1, 0, 2).contiguous()
         rule, bias = KeepRule(plan, seq, atten_mask), Bias(plan, seq, pse, cdtype)
         m_rows, l_rows = [], []
-        for i0 in range(0, seq.s1, BLOCK_Q):
-            i1 = min(seq.s1, i0 + BLOCK_Q)
+        for i0 in range(0, seq.s1, block_q):
+            i1 = min(seq.s1, i0 + block_q)
             qb = q[:, i0:i1].reshape(n2, (i1 - i0) * g, -1)
             m = torch.full((n2, i1 - i0, g, 1), -torch.inf, dtype=cdtype, device=device)
             l = torch.zeros_like(m)
             acc = torch.zeros(n2, (i1 - i0) * g, q.shape[-1], dtype=cdtype, device=device)
-            for j0 in range(0, seq.s2, BLOCK_K):
-                j1 = min(seq.s2, j0 + BLOCK_K)
+            for j0 in range(0, seq.s2, block_k):
+                j1 = min(seq.s2, j0 + block_k)
                 keep = rule.block(i0, i1, j0, j1, device)
                 if keep is None:
                     continue
@@ -337,6 +346,7 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
     cdtype = _compute_dtype(dtype)
     n2, g = plan.heads_kv, plan.heads_q // plan.heads_kv
     drop_mask = None if drop_mask is None else drop_mask.reshape(-1)
+    block_q, block_k = block_sizes(device)
     dq = torch.zeros(query.shape, dtype=dtype, device=device)
     dk = torch.zeros(key.shape, dtype=dtype, device=device)
     dv = torch.zeros(value.shape, dtype=dtype, device=device)
@@ -353,8 +363,8 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
         dk_acc = torch.zeros_like(k)
         dv_acc = torch.zeros_like(v)
         rule, bias = KeepRule(plan, seq, atten_mask), Bias(plan, seq, pse, cdtype)
-        for i0 in range(0, seq.s1, BLOCK_Q):
-            i1 = min(seq.s1, i0 + BLOCK_Q)
+        for i0 in range(0, seq.s1, block_q):
+            i1 = min(seq.s1, i0 + block_q)
             r = (i1 - i0) * g
             qb = q[:, i0:i1].reshape(n2, r, -1)
             dob = do[:, i0:i1].reshape(n2, r, -1)
@@ -362,8 +372,8 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
             m = m_all[:, i0:i1].unsqueeze(-1)
             l = l_all[:, i0:i1].unsqueeze(-1)
             dq_acc = torch.zeros_like(qb)
-            for j0 in range(0, seq.s2, BLOCK_K):
-                j1 = min(seq.s2, j0 + BLOCK_K)
+            for j0 in range(0, seq.s2, block_k):
+                j1 = min(seq.s2, j0 + block_k)
                 keep = rule.block(i0, i1, j0, j1, device)
                 if keep is None:
                     continue

@@ -1,4 +1,4 @@
-"""``ascend-attn`` command line: ``info`` and ``demo`` (``python -m ascend_attn`` too)."""
+"""``ascend-attn`` command line: ``info``, ``demo`` and ``bench`` (``python -m ascend_attn`` too)."""
 from __future__ import annotations
 
 import argparse
@@ -51,9 +51,15 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="run every op on realistic small shapes against the float64 reference")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--small", action="store_true", help="tiny shapes (seconds), for smoke tests")
+    bench = sub.add_parser("bench", help="time and memory of the ops against torch alternatives (ratios, targets)")
+    from .bench import add_arguments
+    add_arguments(bench)
     args = parser.parse_args(argv)
     if args.command == "info":
         return info()
+    if args.command == "bench":
+        from .bench import main_from_args
+        return main_from_args(args)
     from .demo import run_demo
     return run_demo(seed=args.seed, small=args.small)
 

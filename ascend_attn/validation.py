@@ -705,7 +705,9 @@ def check_incre_flash_attention(
     keys = list(key) if seq_form(key) else [key]
     values = list(value) if seq_form(value) else [value]
     is_list = seq_form(key) and len(keys) > 1
-    if seq_form(key) != seq_form(value) or len(keys) != len(values) or not keys:
+    if not keys:
+        raise value_error(op, "key", "a tensor or a non-empty list of tensors", "an empty list")
+    if seq_form(key) != seq_form(value) or len(keys) != len(values):
         raise value_error(op, "value", "the same form as key (a tensor, or a list of as many tensors)",
                           f"{len(values)} tensor(s) for {len(keys)} key tensor(s)")
     check_dtype(op, "query", query, IFA_QUERY_DTYPES)

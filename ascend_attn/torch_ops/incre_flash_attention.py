@@ -22,7 +22,8 @@ _TENSOR_OPTIONS = ("atten_mask", "pse_shift", "dequant_scale1", "quant_scale1", 
 
 def check(query, key, value, options: dict) -> V.IncrePlan:
     kw = {k: (V.meta_of(v) if k in _TENSOR_OPTIONS else v) for k, v in options.items()}
-    as_meta = lambda x: [V.meta_of(t) for t in x] if len(x) > 1 else V.meta_of(x[0])
+    # one tensor = that tensor; several (or none: validation rejects it) = the tensor-list form
+    as_meta = lambda x: V.meta_of(x[0]) if len(x) == 1 else [V.meta_of(t) for t in x]
     return V.check_incre_flash_attention(V.meta_of(query), as_meta(key), as_meta(value), **kw)
 
 

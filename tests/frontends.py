@@ -31,3 +31,45 @@ def seq_arg(seq, make):
     if isinstance(seq, tuple) and seq and seq[0] == "tensor":
         return make(np.array(seq[1]), seq[2])
     return seq
+
+
+# ----------------------------------------------------------------------------- constraint-table rows
+# A row's change maps (args, kwargs) of a valid call to the broken call.
+
+def kw(**changes):
+    """Keyword changes; a value of None removes the keyword (the op's default is None)."""
+    def change(args, kwargs):
+        out = dict(kwargs, **changes)
+        return args, {k: v for k, v in out.items() if v is not None}
+    return change
+
+
+def arg(index, fn):
+    """Replace positional argument ``index`` by ``fn(old)``."""
+    def change(args, kwargs):
+        args = list(args)
+        args[index] = fn(args[index])
+        return tuple(args), kwargs
+    return change
+
+
+def both(*changes):
+    """Apply several changes in order."""
+    def change(args, kwargs):
+        for c in changes:
+            args, kwargs = c(args, kwargs)
+        return args, kwargs
+    return change
+
+
+def tensors_in(obj):
+    """Every torch tensor inside nested lists / tuples / dicts (to check inputs stay unchanged)."""
+    import torch
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from tensors_in(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from tensors_in(x)

@@ -9,18 +9,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import ascend_attn
 from ascend_attn.testing.samples import compressed_mask, fa_case
+from frontends import arg, both, kw
 
 
-def kw(**changes):
-    return lambda a, k: (a, dict(k, **changes))
-
-
-def arg(index, fn):
-    def change(a, k):
-        a = list(a)
-        a[index] = fn(a[index])
-        return tuple(a), k
-    return change
 
 
 def seq(q=None, kv=None):
@@ -33,13 +24,6 @@ def seq(q=None, kv=None):
         return tuple(a), k
     return change
 
-
-def both(*changes):
-    def change(a, k):
-        for c in changes:
-            a, k = c(a, k)
-        return a, k
-    return change
 
 
 BASE = dict(sparse_mode=3)  # lengths q (5,3,7) kv (6,3,9), N1=4, N2=2, D=40, one tail row

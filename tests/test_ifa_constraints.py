@@ -14,6 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import ascend_attn
 from ascend_attn.testing.samples import ifa_case
+from frontends import arg, both, kw, tensors_in
 
 OP = "incre_flash_attention"
 
@@ -60,28 +61,7 @@ BASES = {
 
 # ----------------------------------------------------------------------------- changes
 
-def kw(**changes):
-    """Keyword changes; a value of None removes the keyword."""
-    def change(args, kwargs):
-        out = dict(kwargs, **changes)
-        return args, {k: v for k, v in out.items() if v is not None}
-    return change
 
-
-def arg(index, fn):
-    def change(args, kwargs):
-        args = list(args)
-        args[index] = fn(args[index])
-        return tuple(args), kwargs
-    return change
-
-
-def both(*changes):
-    def change(args, kwargs):
-        for c in changes:
-            args, kwargs = c(args, kwargs)
-        return args, kwargs
-    return change
 
 
 def kwfn(name, fn):
@@ -311,16 +291,6 @@ ROWS = _fix_rows(ROWS)
 
 # ----------------------------------------------------------------------------- runner
 
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            yield from _tensors(x)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            yield from _tensors(x)
-
 
 def make(row):
     args, kwargs = BASES[row[1]]()
@@ -351,7 +321,7 @@ def test_row_ids_are_unique():
 @pytest.mark.parametrize("row,fake", PARAMS)
 def test_ifa_constraint(row, fake):
     args, kwargs = make(row)
-    copies = [(t, t.clone()) for t in _tensors((args, kwargs))]
+    copies = [(t, t.clone()) for t in tensors_in((args, kwargs))]
     with pytest.raises(row[3]) as info:
         run(args, kwargs, fake)
     message = str(info.value)
@@ -367,7 +337,7 @@ def test_base_cases_are_valid(base):
     run(args, kwargs, fake=True)
 
 
-def test_value_dependent_rows_pass_under_fake_tensors():
+def test_value_dependent_rows_pass_under_faketensors_in():
     """Fake kernels cannot read values: the rows marked value-dependent compile/trace fine."""
     for row in ROWS:
         if row[5]:

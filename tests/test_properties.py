@@ -29,6 +29,7 @@ from ascend_attn.testing import fa_reference as FR
 from ascend_attn.testing import ifa_reference as IR
 from ascend_attn.testing import reference as RR
 from ascend_attn.testing.samples import compressed_mask, fa_reference_kwargs, ifa_case, numpy_kwargs
+from frontends import tensors_in
 
 SCALE = float(os.environ.get("PROPERTY_EXAMPLES", "1"))
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -79,19 +80,9 @@ class Case:
                 + ", ".join(f"{k}={short(v)}" for k, v in self.kwargs.items()) + f") info={self.info}")
 
 
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            yield from _tensors(x)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            yield from _tensors(x)
-
 
 def snapshot(case: Case):
-    return [(t, t.detach().clone()) for t in _tensors((case.args, case.kwargs))]
+    return [(t, t.detach().clone()) for t in tensors_in((case.args, case.kwargs))]
 
 
 def assert_unchanged(snap):

@@ -29,6 +29,7 @@ from ascend_attn.testing import fa_reference as FR
 from ascend_attn.testing import ifa_reference as IR
 from ascend_attn.testing import reference as RR
 from ascend_attn.testing.samples import compressed_mask, fa_reference_kwargs, ifa_case, numpy_kwargs
+from frontends import arg as set_arg
 from frontends import tensors_in
 
 SCALE = float(os.environ.get("PROPERTY_EXAMPLES", "1"))
@@ -169,13 +170,6 @@ def _rau_breaks(case: Case):
     args, kw = case.args, case.kwargs
     layout = kw["input_layout"]
     other = {"float32": torch.float16, "float16": torch.bfloat16, "bfloat16": torch.float32}[case.info["dtype"]]
-
-    def set_arg(i, fn):
-        def mutate(a, k):
-            a = list(a)
-            a[i] = fn(a[i])
-            return tuple(a), k
-        return mutate
 
     def set_stats(fn):
         def mutate(a, k):
@@ -475,12 +469,6 @@ def _grad_call(case: Case):
 
 
 def _fag_breaks(case: Case):
-    def set_arg(i, fn):
-        def mutate(a, k):
-            a = list(a)
-            a[i] = fn(a[i])
-            return tuple(a), k
-        return mutate
     other = {"float32": torch.float16, "float16": torch.bfloat16, "bfloat16": torch.float32}[case.info["dtype"]]
     return [
         ("dy-shape", set_arg(3, lambda x: torch.cat([x, x[:1]])), ValueError, "dy"),
@@ -606,13 +594,6 @@ def _ifa_breaks(case: Case):
 
     def set_kw(**ch):
         return lambda a, k: (a, {kk: vv for kk, vv in dict(k, **ch).items() if vv is not None})
-
-    def set_arg(i, fn):
-        def mutate(a, k):
-            a = list(a)
-            a[i] = fn(a[i])
-            return tuple(a), k
-        return mutate
 
     seq_dim = 2 if layout == "BNSD" else 1
     rows = [

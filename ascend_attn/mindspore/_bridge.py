@@ -41,3 +41,15 @@ def int64_tensor(x):
 
 def to_numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
+
+
+def bind_inputs(names: tuple, args: tuple, kwargs: dict, op: str) -> dict:
+    """Positional and keyword call inputs of a primitive Cell -> {input name: value}."""
+    if len(args) > len(names):
+        raise TypeError(f"{op}: takes at most {len(names)} inputs, but got {len(args)}")
+    bound = dict(zip(names, args))
+    for name, value in kwargs.items():
+        if name not in names or name in bound:
+            raise TypeError(f"{op}: got an unexpected or repeated input {name!r}")
+        bound[name] = value
+    return bound

@@ -37,7 +37,7 @@ from mindspore import nn, ops
 
 from .. import backends
 from .. import validation as V
-from ._bridge import int64_tensor, is_bf16, to_numpy, to_torch
+from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
 
 FWD_OP = V.FA_FWD_OP
 GRAD_OP = V.FA_GRAD_OP
@@ -353,17 +353,6 @@ def _fp32(x, cast):
     return ops.cast(x, ms.float32) if cast else x
 
 
-def _bind(names: tuple, args: tuple, kwargs: dict, op: str) -> dict:
-    if len(args) > len(names):
-        raise TypeError(f"{op}: takes at most {len(names)} inputs, but got {len(args)}")
-    bound = dict(zip(names, args))
-    for name, value in kwargs.items():
-        if name not in names or name in bound:
-            raise TypeError(f"{op}: got an unexpected or repeated input {name!r}")
-        bound[name] = value
-    return bound
-
-
 def _host_values(op: str, bound: dict, ms_to_v: dict) -> dict:
     """Call inputs (MindSpore names) -> validation values: TensorMeta / host int list / None."""
     values = {}
@@ -401,7 +390,7 @@ class _FlashPrimitive(nn.Cell):
 
     def check(self, *args, **kwargs):
         """Everything, on the host (shapes, dtypes, length values, compressed-mask content)."""
-        bound = _bind(self.INPUTS, args, kwargs, self.OP)
+        bound = bind_inputs(self.INPUTS, args, kwargs, self.OP)
         for name in self.RESERVED:
             reject_reserved(self.OP, name, bound.get(name) is not None)
         bound = {n: v for n, v in bound.items() if n not in self.RESERVED}
@@ -717,7 +706,7 @@ class FlashAttentionScoreCell(nn.Cell):
 
     def check(self, *args, **kwargs):
         """Host check of a call (MindSpore names); non-TND: layout shapes, then the TND call's checks."""
-        bound = _bind(self.INPUTS, args, kwargs, FWD_OP)
+        bound = bind_inputs(self.INPUTS, args, kwargs, FWD_OP)
         call = {n: bound.get(n) for n in self.INPUTS}
         if self.input_layout == "TND":
             with ms_names(FUNCTIONAL_MS_NAMES):

@@ -44,7 +44,7 @@ from mindspore import nn, ops
 
 from .. import backends
 from .. import validation as V
-from ._bridge import int64_tensor, is_bf16, to_numpy, to_torch
+from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
 
 OP = V.IFA_OP
 MASK = "attn_mask"  # MindSpore's name of the mask (validation / torch: atten_mask)
@@ -295,13 +295,7 @@ def _kv_splits(layout: str, key_shapes: tuple, value_shapes: tuple):
 
 
 def _bind(args: tuple, kwargs: dict) -> dict:
-    if len(args) > len(INPUTS):
-        raise TypeError(f"{OP}: takes at most {len(INPUTS)} inputs, but got {len(args)}")
-    bound = dict(zip(INPUTS, args))
-    for name, value in kwargs.items():
-        if name not in INPUTS or name in bound:
-            raise TypeError(f"{OP}: got an unexpected or repeated input {name!r}")
-        bound[name] = value
+    bound = bind_inputs(INPUTS, args, kwargs, OP)
     for name in ("query", "key", "value"):
         if bound.get(name) is None:
             raise TypeError(f"{OP}: missing input {name!r}")

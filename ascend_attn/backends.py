@@ -146,24 +146,26 @@ def _ms_native_rau_limits(input_softmax_layout: str = "", **_) -> list[str]:
     return []
 
 
+# Per-op requirements beyond a backend's own probes. Which aclnn entry each op calls on Ascend is
+# aclnn.py's table (shared by the torch glue and MindSpore's aot Custom ops).
+_NPU_OP_NEEDS = {"flash_attention_unpadding_score_grad": ("probe_kernel_package",)}
+
 BACKENDS: tuple[Backend, ...] = (
-    # On NPU tensors: RingAttentionUpdate is CANN's own V2 through torch_npu; the FA forward is
-    # CANN's V4 through the glue extension; FA grad V4 and IFA V2 come from the ascend_attn
-    # custom-op package (ops_kernels/) through the glue extension.
+    # On NPU tensors, through the glue extension: RingAttentionUpdate is CANN's own V2 (through
+    # torch_npu, no glue needed); the FA forward is CANN's V4; FA grad V4 is the ascend_attn package's
+    # (ops_kernels/); IFA is the package's V2 kernel where it implements the input, else CANN's V4.
     Backend("torch_npu.kernels", "torch", OPS, ("npu",), ("probe_torch_npu",),
             "NPU kernels on NPU tensors (CANN / ascend_attn custom-op package through torch_npu)",
-            {"flash_attention_varlen_score": _needs("probe_npu_glue"),
-             "flash_attention_unpadding_score_grad": _needs("probe_npu_glue", "probe_kernel_package"),
-             "incre_flash_attention": _needs("probe_npu_glue", "probe_kernel_package")}),
+            {op: _needs("probe_npu_glue", *_NPU_OP_NEEDS.get(op, ())) for op in OPS[1:]}),
     Backend("torch.fallback", "torch", OPS, ("*",), ("probe_torch",),
             "device-generic torch code (CPU, CUDA or NPU tensors); follows the NPU formulas and rounding"),
-    Backend("mindspore.kernels", "mindspore", (), ("Ascend",),
-            ("probe_mindspore_ascend", "probe_kernel_package"),
-            "ascend_attn custom-op package through MindSpore's aclnn custom ops, on Ascend"),
     Backend("mindspore.native", "mindspore", ("ring_attention_update",), ("Ascend",),
             ("probe_mindspore_ascend",),
             "MindSpore's own Ascend op where one exists (ops.ring_attention_update)",
             {"ring_attention_update": _ms_native_rau_limits}),
+    Backend("mindspore.kernels", "mindspore", OPS, ("Ascend",), ("probe_mindspore_ascend",),
+            "aclnn ops (CANN's and the ascend_attn custom-op package's) as MindSpore aot Custom ops, on Ascend",
+            {op: _needs(*needs) for op, needs in _NPU_OP_NEEDS.items()}),
     Backend("mindspore.fallback", "mindspore", OPS, ("*",), ("probe_mindspore", "probe_torch"),
             "ops.Custom pyfunc around the torch CPU fallback (PyNative and GRAPH_MODE)"),
 )

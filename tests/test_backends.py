@@ -75,7 +75,8 @@ def test_npu_slot_is_filled_only_when_selected(monkeypatch):
 
 
 def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
-    """RAU needs only torch_npu (CANN's op); FA forward also the glue; FA grad / IFA also the package."""
+    """RAU needs only torch_npu (CANN's op); FA forward and IFA (CANN's V4 where the package kernel
+    can't run the input) also the glue; FA grad also the package."""
     from ascend_attn import torch_ops
     assert set(torch_ops.NPU_KERNELS) == set(backends.OPS) == set(torch_ops.OP_DEFS)
     monkeypatch.setattr(backends, "probe_torch_npu", lambda: None)
@@ -88,6 +89,7 @@ def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
         assert "glue not built (faked)" in chosen[op][1]["torch_npu.kernels"]
     monkeypatch.setattr(backends, "probe_npu_glue", lambda: None)
     assert backends.select("torch", "flash_attention_varlen_score", "npu")[0].name == "torch_npu.kernels"
+    assert backends.select("torch", "incre_flash_attention", "npu")[0].name == "torch_npu.kernels"
     grad = backends.select("torch", "flash_attention_unpadding_score_grad", "npu")
     assert grad[0].name == "torch.fallback" and grad[1]["torch_npu.kernels"] == ["no package (faked)"]
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: None)
@@ -122,11 +124,22 @@ def test_kernel_package_found_in_custom_opp_path(monkeypatch, tmp_path):
     assert "custom-op package is not installed" in backends.probe_kernel_package()
 
 
-def test_mindspore_native_skips_tnd_statistics(monkeypatch):
+def test_mindspore_on_ascend_native_then_aclnn(monkeypatch):
+    """RAU: MindSpore's own V1 op unless the statistics are TND (then CANN's V2 as an aot op); FA grad
+    needs the package; without Ascend everything is the pyfunc fallback."""
     monkeypatch.setattr(backends, "probe_mindspore_ascend", lambda: None)
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: "no package (faked)")
     chosen, _ = backends.select("mindspore", "ring_attention_update", "Ascend", input_softmax_layout="")
     assert chosen.name == "mindspore.native"
     chosen, skipped = backends.select("mindspore", "ring_attention_update", "Ascend", input_softmax_layout="TND")
-    assert chosen.name == "mindspore.fallback"
+    assert chosen.name == "mindspore.kernels"
     assert any('input_softmax_layout "TND"' in r for r in skipped["mindspore.native"])
+    for op in ("flash_attention_varlen_score", "incre_flash_attention"):
+        assert backends.select("mindspore", op, "Ascend")[0].name == "mindspore.kernels"
+    grad = backends.select("mindspore", "flash_attention_unpadding_score_grad", "Ascend")
+    assert grad[0].name == "mindspore.fallback" and "no package (faked)" in grad[1]["mindspore.kernels"]
+    monkeypatch.setattr(backends, "probe_kernel_package", lambda: None)
+    assert backends.select("mindspore", "flash_attention_unpadding_score_grad", "Ascend")[0].name == \
+        "mindspore.kernels"
+    monkeypatch.setattr(backends, "probe_mindspore_ascend", lambda: "device_target is CPU (faked)")
+    assert all(backends.select("mindspore", op, "CPU")[0].name == "mindspore.fallback" for op in backends.OPS)

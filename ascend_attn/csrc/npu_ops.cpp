@@ -55,29 +55,56 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> flash_attention_unpadding_score_grad(
   Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v), dpse = at::empty({0}, q.options());
   char* layout = const_cast<char*>("TND");
   char* sm_layout = const_cast<char*>(softmax_in_layout.c_str());
-  // The ascend_attn package's op (vendor ascend_attn), same contract as CANN's V4 grad.
+  // The ascend_attn package's op (vendor ascend_attn), same contract as CANN's V4 grad. Its IR takes
+  // the length lists as value-dependent int64 tensors (read on the host by the tiling), not int arrays.
+  auto lengths = [&](optional<at::IntArrayRef> x) -> optional<Tensor> {
+    if (!x.has_value()) return c10::nullopt;
+    return at::tensor(*x, at::TensorOptions().dtype(at::kLong)).to(q.device());
+  };
   EXEC_NPU_CMD(aclnnFlashAttentionUnpaddingScoreGradV4, q, k, v, dy, pse, drop_mask, /*padding_mask*/ Tensor(),
-               atten_mask, softmax_max, softmax_sum, /*softmax_in*/ Tensor(), attention_in,
-               prefix.value_or(at::IntArrayRef{}), seq_q, seq_kv, q_start_idx.value_or(at::IntArrayRef{}),
-               kv_start_idx.value_or(at::IntArrayRef{}), scale, keep_prob, pre_tokens, next_tokens, head_num, layout,
-               inner_precise, sparse_mode, pse_type, sm_layout, dq, dk, dv, dpse);
+               atten_mask, softmax_max, softmax_sum, /*softmax_in*/ Tensor(), attention_in, lengths(prefix),
+               lengths(seq_q), lengths(seq_kv), lengths(q_start_idx), lengths(kv_start_idx), scale, keep_prob,
+               pre_tokens, next_tokens, head_num, layout,
+               inner_precise, sparse_mode, pse_type, /*seed*/ int64_t(0), /*offset*/ int64_t(0), sm_layout, dq, dk,
+               dv, dpse);
   return {dq, dk, dv, dpse};
 }
 
-Tensor incre_flash_attention(
-    const Tensor& query, at::TensorList key, at::TensorList value, const optional<Tensor>& atten_mask,
-    optional<at::IntArrayRef> actual_seq_lengths, const optional<Tensor>& pse_shift,
+// IncreFlashAttention has two entries (ascend_attn/aclnn.py picks one per input): the package's
+// own IncreFlashAttentionV2 kernel (BSH, contiguous K/V, float path and int8 scenarios A/B/C) and
+// CANN's built-in IncreFlashAttentionV4 for the V4 extensions the package kernel does not implement.
+Tensor ifa_output(const Tensor& query, const std::string& out_dtype) {
+  auto dtype = out_dtype == "int8" ? at::kChar : (out_dtype == "float16" ? at::kHalf : query.scalar_type());
+  return at::empty(query.sizes(), query.options().dtype(dtype));
+}
+
+Tensor incre_flash_attention_package(
+    const Tensor& query, const Tensor& key, const Tensor& value, const optional<Tensor>& pse_shift,
+    const optional<Tensor>& atten_mask, const optional<Tensor>& actual_seq_lengths,
+    const optional<Tensor>& dequant_scale1, const optional<Tensor>& quant_scale1,
+    const optional<Tensor>& dequant_scale2, const optional<Tensor>& quant_scale2,
+    const optional<Tensor>& quant_offset2, int64_t num_heads, double scale_value, std::string input_layout,
+    int64_t num_key_value_heads, int64_t block_size, int64_t inner_precise, std::string out_dtype) {
+  Tensor out = ifa_output(query, out_dtype);
+  char* layout = const_cast<char*>(input_layout.c_str());
+  // the package op's IR: actual_seq_lengths is an int64 tensor input (value-dependent)
+  EXEC_NPU_CMD(aclnnIncreFlashAttentionV2, query, key, value, pse_shift, atten_mask, actual_seq_lengths,
+               dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2, num_heads, scale_value,
+               layout, num_key_value_heads, block_size, inner_precise, out);
+  return out;
+}
+
+Tensor incre_flash_attention_cann(
+    const Tensor& query, at::TensorList key, at::TensorList value, const optional<Tensor>& pse_shift,
+    const optional<Tensor>& atten_mask, optional<at::IntArrayRef> actual_seq_lengths,
     const optional<Tensor>& dequant_scale1, const optional<Tensor>& quant_scale1,
     const optional<Tensor>& dequant_scale2, const optional<Tensor>& quant_scale2,
     const optional<Tensor>& quant_offset2, const optional<Tensor>& antiquant_scale,
-    const optional<Tensor>& antiquant_offset, const optional<Tensor>& block_table, int64_t num_heads,
-    std::string input_layout, double scale_value, int64_t num_key_value_heads, int64_t block_size,
-    int64_t inner_precise, const optional<Tensor>& kv_padding_size, std::string out_dtype) {
-  auto dtype = out_dtype == "int8" ? at::kChar : (out_dtype == "float16" ? at::kHalf : query.scalar_type());
-  Tensor out = at::empty(query.sizes(), query.options().dtype(dtype));
+    const optional<Tensor>& antiquant_offset, const optional<Tensor>& block_table,
+    const optional<Tensor>& kv_padding_size, int64_t num_heads, double scale_value, std::string input_layout,
+    int64_t num_key_value_heads, int64_t block_size, int64_t inner_precise, std::string out_dtype) {
+  Tensor out = ifa_output(query, out_dtype);
   char* layout = const_cast<char*>(input_layout.c_str());
-  // The ascend_attn package's IncreFlashAttentionV2 (all three int8 scenarios) with the V4
-  // extensions (antiquant, paged KV, pse_shift, left padding).
   EXEC_NPU_CMD(aclnnIncreFlashAttentionV4, query, key, value, pse_shift, atten_mask,
                actual_seq_lengths.value_or(at::IntArrayRef{}), dequant_scale1, quant_scale1, dequant_scale2,
                quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table, kv_padding_size,
@@ -91,5 +118,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ring_attention_update", &ring_attention_update);
   m.def("flash_attention_varlen_score", &flash_attention_varlen_score);
   m.def("flash_attention_unpadding_score_grad", &flash_attention_unpadding_score_grad);
-  m.def("incre_flash_attention", &incre_flash_attention);
+  m.def("incre_flash_attention_package", &incre_flash_attention_package);
+  m.def("incre_flash_attention_cann", &incre_flash_attention_cann);
 }

@@ -35,8 +35,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from .. import backends
+from .. import aclnn, backends
 from .. import validation as V
+from ._aclnn import aot_op
 from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
 
 FWD_OP = V.FA_FWD_OP
@@ -334,6 +335,40 @@ def build_forward_custom(attrs: FlashAttrs, key: OpKey, grad_custom: ops.Custom)
                       bprop=bprop)
 
 
+# ----------------------------------------------------------------------------- Ascend: aclnn
+
+def aclnn_attrs(op: str, attrs: FlashAttrs) -> dict:
+    """The aclnn attributes of a primitive (CANN's forward V4 / the package's grad V4)."""
+    layout = "softmax_out_layout" if op == FWD_OP else "softmax_in_layout"
+    return {"scale_value": attrs.scale_value, "keep_prob": attrs.keep_prob, "pre_tokens": attrs.pre_tokens,
+            "next_tokens": attrs.next_tokens, "head_num": attrs.head_num, "input_layout": "TND",
+            "inner_precise": attrs.inner_precise, "sparse_mode": attrs.sparse_mode, "pse_type": attrs.pse_type,
+            "seed": 0, "offset": 0, layout: attrs.softmax_layout}
+
+
+@functools.lru_cache(maxsize=None)
+def aclnn_op(op: str, attr_values: tuple) -> ops.Custom:
+    """aot Custom op of the forward (CANN's aclnnFlashAttentionVarLenScoreV4, length lists as host int
+    arrays) or the grad (the package's aclnnFlashAttentionUnpaddingScoreGradV4, lengths as int64 tensors).
+    The forward's bprop is the grad op; outputs are in IR order (forward: max, sum, softmax_out, out)."""
+    if op == GRAD_OP:
+        return aot_op(aclnn.FA_GRAD_V4, lambda *s: (s[0], s[1], s[2], [0]), lambda *d: (d[0], d[1], d[2], d[0]))
+    grad = aclnn_op(GRAD_OP, attr_values)
+    grad_attrs = aclnn.FA_GRAD_V4.attr_values(aclnn_attrs(GRAD_OP, FlashAttrs(*attr_values)))
+    n_in = len(aclnn.FA_FORWARD_V4.inputs)
+
+    def bprop(*args):  # forward inputs, forward attributes, out, dout
+        given, out, dout = dict(zip(aclnn.FA_FORWARD_V4.inputs, args[:n_in])), args[-2], args[-1]
+        lengths = {n: int64_tensor(given[n]) for n in INT_LISTS}
+        dq, dk, dv, _ = grad(*aclnn.FA_GRAD_V4.input_values(dict(
+            given, **lengths, dy=dout[3], softmax_max=out[0], softmax_sum=out[1], attention_in=out[3])), *grad_attrs)
+        return (dq, dk, dv) + tuple(None if a is None or not isinstance(a, ms.Tensor) else ops.zeros_like(a)
+                                    for a in args[3:-2])
+
+    return aot_op(aclnn.FA_FORWARD_V4, lambda *s: ([s[0][0], s[0][1], 8], [s[0][0], s[0][1], 8], [0], s[0]),
+                  lambda *d: (ms.float32, ms.float32, d[0], d[0]), bprop=bprop)
+
+
 # ----------------------------------------------------------------------------- construct helpers
 
 
@@ -347,6 +382,13 @@ def _hostint64_tensor(x):
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return ms.Tensor(np.asarray(x, dtype=np.int64).reshape(-1))
+
+
+def _host_tuple(op: str, name: str, x):
+    """Host length argument -> tuple of ints (an aclIntArray input of an aot op), or None."""
+    if x is None:
+        return None
+    return tuple(V.int_list(op, name, [x] if isinstance(x, int) else x))
 
 
 def _fp32(x, cast):
@@ -383,6 +425,10 @@ class _FlashPrimitive(nn.Cell):
         backend, _ = backends.select("mindspore", self.OP, ms.get_context("device_target"))
         self.backend = backend.name
         self._absent = _placeholder()
+        # Ascend: the aclnn op (graph constants: the op and its attribute values)
+        self.aclnn_op = aclnn_op(self.OP, self.attr_values) if backend.name == "mindspore.kernels" else None
+        api = aclnn.FA_GRAD_V4 if self.OP == GRAD_OP else aclnn.FA_FORWARD_V4
+        self.aclnn_attrs = api.attr_values(aclnn_attrs(self.OP, attrs))
 
     @property
     def _ms_to_v(self):
@@ -405,7 +451,11 @@ class _FlashPrimitive(nn.Cell):
         # From Python (PyNative, or the top level of GRAPH_MODE): check everything on the host first,
         # so errors are raised before any kernel runs (PyNative swallows pyfunc errors).
         bound = self.check(*args, **kwargs)
-        return super().__call__(**{n: _hostint64_tensor(bound.get(n)) if n in INT_LISTS else bound.get(n)
+        # CANN's forward takes the length lists as host int arrays; everything else as int64 tensors
+        host_arrays = self.aclnn_op is not None and self.OP == FWD_OP
+        lengths = {n: _host_tuple(self.OP, n, bound.get(n)) if host_arrays else _hostint64_tensor(bound.get(n))
+                   for n in INT_LISTS if n in self.INPUTS}
+        return super().__call__(**{n: lengths[n] if n in INT_LISTS else bound.get(n)
                                    for n in self.INPUTS if n not in self.RESERVED})
 
 
@@ -452,6 +502,12 @@ class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
         prefix, actual_seq_qlen, actual_seq_kvlen = (int64_tensor(prefix), int64_tensor(actual_seq_qlen),
                                                      int64_tensor(actual_seq_kvlen))
         q_start_idx, kv_start_idx = int64_tensor(q_start_idx), int64_tensor(kv_start_idx)
+        if self.aclnn_op is not None:
+            return self.aclnn_op(*aclnn.FA_GRAD_V4.input_values(dict(
+                query=query, key=key, value=value, dy=dy, pse=pse_shift, drop_mask=drop_mask, atten_mask=atten_mask,
+                softmax_max=softmax_max, softmax_sum=softmax_sum, attention_in=attention_in, prefix=prefix,
+                actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen, q_start_idx=q_start_idx,
+                kv_start_idx=kv_start_idx)), *self.aclnn_attrs)
         given = (query, key, value, dy, pse_shift, drop_mask, atten_mask, softmax_max, softmax_sum, attention_in,
                  prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx)
         op = custom_op(GRAD_OP, self.attr_values, _present(GRAD_SLOTS, given), _bf16_names(GRAD_SLOTS, given))
@@ -506,6 +562,12 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
     def construct(self, query, key, value, real_shift=None, drop_mask=None, padding_mask=None, attn_mask=None,
                   prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, q_start_idx=None, kv_start_idx=None):
         reject_reserved(FWD_OP, "padding_mask", padding_mask is not None)
+        if self.aclnn_op is not None:
+            softmax_max, softmax_sum, _, out = self.aclnn_op(*aclnn.FA_FORWARD_V4.input_values(dict(
+                query=query, key=key, value=value, pse=real_shift, drop_mask=drop_mask, atten_mask=attn_mask,
+                prefix=prefix, actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
+                q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)), *self.aclnn_attrs)
+            return out, softmax_max, softmax_sum
         prefix, actual_seq_qlen, actual_seq_kvlen = (int64_tensor(prefix), int64_tensor(actual_seq_qlen),
                                                      int64_tensor(actual_seq_kvlen))
         q_start_idx, kv_start_idx = int64_tensor(q_start_idx), int64_tensor(kv_start_idx)

@@ -6,7 +6,9 @@
   ``IncreFlashAttention`` input order.
 * :func:`incre_flash_attention`: ``mindspore.ops.incre_flash_attention``'s signature over the primitive.
 
-Backend (``backends.select``): an ``ops.Custom`` pyfunc around the torch core
+Backend (``backends.select``): on Ascend, the package's ``aclnnIncreFlashAttentionV2`` as an aot Custom op
+where its kernel implements the input (``aclnn.ifa_package_reasons``), else MindSpore's own
+``ops.incre_flash_attention`` (CANN's V4). Elsewhere an ``ops.Custom`` pyfunc around the torch core
 ``kernels/incre_flash_attention.py`` (through ``_bridge``), in PyNative and GRAPH_MODE. Validation is the
 shared module's (``validation.check_incre_flash_attention`` with the mask named ``attn_mask``), at three
 points, as for RingAttentionUpdate: ``__call__`` (from Python, any mode: everything, including the host
@@ -42,8 +44,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from .. import backends
+from .. import aclnn, backends
 from .. import validation as V
+from ._aclnn import aot_op
 from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
 
 OP = V.IFA_OP
@@ -317,6 +320,21 @@ def _torch_of(x):
     return to_torch(x)
 
 
+# ----------------------------------------------------------------------------- Ascend: aclnn
+
+@functools.lru_cache(maxsize=None)
+def aclnn_op(quant_out: bool) -> ops.Custom:
+    """aot Custom op of the package's IncreFlashAttentionV2; the output is int8 with quant_scale2
+    (scenarios A, C), else float16 for int8 query (B), else the query dtype."""
+    def infer_dtype(query, *_):
+        return ms.int8 if quant_out else (ms.float16 if query == ms.int8 else query)
+    return aot_op(aclnn.IFA_PACKAGE_V2, lambda query, *_: query, infer_dtype)
+
+
+def _head_dim(query_shape, layout: str, num_heads: int) -> int:
+    return query_shape[-1] // num_heads if layout == "BSH" else query_shape[-1]
+
+
 # ----------------------------------------------------------------------------- the primitive
 
 class IncreFlashAttentionV2(nn.Cell):
@@ -354,6 +372,9 @@ class IncreFlashAttentionV2(nn.Cell):
         backend, _ = backends.select("mindspore", OP, ms.get_context("device_target"))
         self.backend = backend.name
         self._absent = ms.Tensor(np.zeros((1,), np.uint8))
+        self.use_aclnn = backend.name == "mindspore.kernels"
+        self.package_usable = self.use_aclnn and backends.probe_kernel_package() is None
+        self.aclnn_attrs = aclnn.IFA_PACKAGE_V2.attr_values(attrs.__dict__)
 
     def check(self, *args, **kwargs) -> dict:
         """Everything, on the host (shapes, dtypes, length values, dequant words, padding, block_table)."""
@@ -387,6 +408,10 @@ class IncreFlashAttentionV2(nn.Cell):
     def construct(self, query, key, value, attn_mask=None, actual_seq_lengths=None, pse_shift=None,
                   dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None,
                   antiquant_scale=None, antiquant_offset=None, block_table=None, kv_padding_size=None):
+        if self.use_aclnn:
+            return self._aclnn(query, key, value, attn_mask, actual_seq_lengths, pse_shift, dequant_scale1,
+                               quant_scale1, dequant_scale2, quant_scale2, quant_offset2, antiquant_scale,
+                               antiquant_offset, block_table, kv_padding_size)
         kv_splits = None
         if _is_list(key) and _is_list(value) and len(key) == 1 and len(value) == 1:
             key, value = key[0], value[0]
@@ -418,6 +443,32 @@ class IncreFlashAttentionV2(nn.Cell):
         if is_bf16(query) and quant_scale2 is None:
             out = ops.cast(out, ms.bfloat16)
         return out
+
+
+    def _aclnn(self, query, key, value, attn_mask, actual_seq_lengths, pse_shift, dequant_scale1, quant_scale1,
+               dequant_scale2, quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table,
+               kv_padding_size):
+        """Ascend: the package kernel where it implements the input, else MindSpore's own op (CANN's V4)."""
+        if _is_list(key) and len(key) == 1:
+            key, value = key[0], value[0]
+        kv_form = "paged" if block_table is not None else ("list" if _is_list(key) else "tensor")
+        reasons = aclnn.ifa_package_reasons(
+            layout=self.input_layout, kv_form=kv_form, has_pse=pse_shift is not None,
+            antiquant=antiquant_scale is not None,
+            left_padding=kv_padding_size is not None and actual_seq_lengths is not None,
+            head_dim=_head_dim(query.shape, self.input_layout, self.num_heads),
+            group=self.num_heads // (self.num_key_value_heads or self.num_heads))
+        if self.package_usable and not reasons:
+            return aclnn_op(quant_scale2 is not None)(*aclnn.IFA_PACKAGE_V2.input_values(dict(
+                query=query, key=key, value=value, pse_shift=pse_shift, atten_mask=attn_mask,
+                actual_seq_lengths=actual_seq_lengths, dequant_scale1=dequant_scale1, quant_scale1=quant_scale1,
+                dequant_scale2=dequant_scale2, quant_scale2=quant_scale2, quant_offset2=quant_offset2)),
+                *self.aclnn_attrs)
+        return ops.incre_flash_attention(
+            query, key if _is_list(key) else [key], value if _is_list(value) else [value], attn_mask,
+            actual_seq_lengths, pse_shift, dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+            antiquant_scale, antiquant_offset, block_table, self.num_heads, self.input_layout, self.scale_value,
+            self.num_key_value_heads, self.block_size, self.inner_precise, kv_padding_size)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,8 +1,9 @@
 """MindSpore RingAttentionUpdate: primitive-like Cell and MindSpore's functional signature.
 
 Backends (``backends.select``): on Ascend, MindSpore's own ``ops.ring_attention_update`` (it
-has no ``input_softmax_layout="TND"``); elsewhere an ``ops.Custom`` pyfunc around the torch CPU
-core, in PyNative and GRAPH_MODE. Validation is the shared module's, at three points:
+has no ``input_softmax_layout="TND"``), else CANN's ``aclnnRingAttentionUpdateV2`` as an aot Custom
+op (``_aclnn``); elsewhere an ``ops.Custom`` pyfunc around the torch CPU core, in PyNative and
+GRAPH_MODE. Validation is the shared module's, at three points:
 ``__call__`` (from Python, any mode: full check including host values of actual_seq_qlen),
 the Custom op's infer functions (GRAPH_MODE compile: shapes and dtypes) and the pyfunc itself
 (run time: values; MindSpore swallows pyfunc errors in PyNative, hence the ``__call__`` check).
@@ -15,8 +16,9 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn, ops
 
-from .. import backends
+from .. import aclnn, backends
 from .. import validation as V
+from ._aclnn import aot_op, same_as_inputs
 from ._bridge import to_numpy, to_torch
 
 OP = V.RAU_OP
@@ -86,8 +88,11 @@ class RingAttentionUpdate(nn.Cell):
         backend, _ = backends.select("mindspore", OP, device, input_softmax_layout=input_softmax_layout)
         self.backend = backend.name
         self.use_native = backend.name == "mindspore.native"
-        self.custom_with_seq = _make_custom(layout, input_softmax_layout, True)
-        self.custom_no_seq = _make_custom(layout, input_softmax_layout, False)
+        self.aclnn_op = (aot_op(aclnn.RAU_V2, same_as_inputs(3), same_as_inputs(3))
+                      if backend.name == "mindspore.kernels" else None)
+        fallback = backend.name == "mindspore.fallback"
+        self.custom_with_seq = _make_custom(layout, input_softmax_layout, True) if fallback else None
+        self.custom_no_seq = _make_custom(layout, input_softmax_layout, False) if fallback else None
 
     def __call__(self, *args, **kwargs):
         # Called from Python (PyNative, or the top level of GRAPH_MODE): check everything on the
@@ -105,6 +110,12 @@ class RingAttentionUpdate(nn.Cell):
             return ops.ring_attention_update(prev_attn_out, prev_softmax_max, prev_softmax_sum,
                                              cur_attn_out, cur_softmax_max, cur_softmax_sum,
                                              actual_seq_qlen, self.layout)
+        if self.aclnn_op is not None:
+            return self.aclnn_op(*aclnn.RAU_V2.arguments(dict(
+                prev_attn_out=prev_attn_out, prev_softmax_max=prev_softmax_max, prev_softmax_sum=prev_softmax_sum,
+                cur_attn_out=cur_attn_out, cur_softmax_max=cur_softmax_max, cur_softmax_sum=cur_softmax_sum,
+                actual_seq_qlen=actual_seq_qlen, input_layout=self.layout,
+                input_softmax_layout=self.input_softmax_layout)))
         bf16 = prev_attn_out.dtype == ms.bfloat16 and cur_attn_out.dtype == ms.bfloat16
         if bf16:
             prev_attn_out = ops.cast(prev_attn_out, ms.float32)

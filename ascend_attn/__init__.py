@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _TORCH_API = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
-              "incre_flash_attention", "trans_quant_param")
+              "incre_flash_attention", "trans_quant_param", "self_attention")
 
 _FLASH_ATTN_API = ("flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache")
 _RING_API = ("ring_flash_attn_varlen_func", "zigzag_shard", "zigzag_unshard")

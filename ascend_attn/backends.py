@@ -19,9 +19,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-# The ops of the project, by schema name (torch.ops.ascend_attn.<name>).
-OPS = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
-       "incre_flash_attention")
+# The ops of the project, by schema name (torch.ops.ascend_attn.<name>). NPU_OPS have an NPU kernel;
+# ATB SelfAttention is the ATB library's on Ascend (not an aclnn op), so only the fallbacks run it here.
+NPU_OPS = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
+           "incre_flash_attention")
+OPS = NPU_OPS + ("self_attention",)
 
 VENDOR_NAME = "ascend_attn"
 
@@ -124,7 +126,8 @@ class Backend:
     def not_supported_reasons(self, op: str, device: str, **attrs) -> list[str]:
         reasons = []
         if op not in self.ops:
-            reasons.append(f"{self.name} does not implement {op}")
+            reasons.append(f"{self.name} does not implement {op}" + (
+                " (on Ascend it is the ATB library's operator)" if op == "self_attention" else ""))
         if "*" not in self.devices and device not in self.devices:
             reasons.append(f"{self.name} runs on {'/'.join(self.devices)} tensors, not {device}")
         limit: Callable | None = self.op_limits.get(op)
@@ -154,16 +157,16 @@ BACKENDS: tuple[Backend, ...] = (
     # On NPU tensors, through the glue extension: RingAttentionUpdate is CANN's own V2 (through
     # torch_npu, no glue needed); the FA forward is CANN's V4; FA grad V4 is the ascend_attn package's
     # (ops_kernels/); IFA is the package's V2 kernel where it implements the input, else CANN's V4.
-    Backend("torch_npu.kernels", "torch", OPS, ("npu",), ("probe_torch_npu",),
+    Backend("torch_npu.kernels", "torch", NPU_OPS, ("npu",), ("probe_torch_npu",),
             "NPU kernels on NPU tensors (CANN / ascend_attn custom-op package through torch_npu)",
-            {op: _needs("probe_npu_glue", *_NPU_OP_NEEDS.get(op, ())) for op in OPS[1:]}),
+            {op: _needs("probe_npu_glue", *_NPU_OP_NEEDS.get(op, ())) for op in NPU_OPS[1:]}),
     Backend("torch.fallback", "torch", OPS, ("*",), ("probe_torch",),
             "device-generic torch code (CPU, CUDA or NPU tensors); follows the NPU formulas and rounding"),
     Backend("mindspore.native", "mindspore", ("ring_attention_update",), ("Ascend",),
             ("probe_mindspore_ascend",),
             "MindSpore's own Ascend op where one exists (ops.ring_attention_update)",
             {"ring_attention_update": _ms_native_rau_limits}),
-    Backend("mindspore.kernels", "mindspore", OPS, ("Ascend",), ("probe_mindspore_ascend",),
+    Backend("mindspore.kernels", "mindspore", NPU_OPS, ("Ascend",), ("probe_mindspore_ascend",),
             "aclnn ops (CANN's and the ascend_attn custom-op package's) as MindSpore aot Custom ops, on Ascend",
             {op: _needs(*needs) for op, needs in _NPU_OP_NEEDS.items()}),
     Backend("mindspore.fallback", "mindspore", OPS, ("*",), ("probe_mindspore", "probe_torch"),

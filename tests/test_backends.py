@@ -78,11 +78,12 @@ def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
     """RAU needs only torch_npu (CANN's op); FA forward and IFA (CANN's V4 where the package kernel
     can't run the input) also the glue; FA grad also the package."""
     from ascend_attn import torch_ops
-    assert set(torch_ops.NPU_KERNELS) == set(backends.OPS) == set(torch_ops.OP_DEFS)
+    assert set(torch_ops.NPU_KERNELS) == set(backends.NPU_OPS) == set(torch_ops.OP_DEFS)
+    assert set(backends.OPS) - set(backends.NPU_OPS) == {"self_attention"}
     monkeypatch.setattr(backends, "probe_torch_npu", lambda: None)
     monkeypatch.setattr(backends, "probe_npu_glue", lambda: "glue not built (faked)")
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: "no package (faked)")
-    chosen = {op: backends.select("torch", op, "npu") for op in backends.OPS}
+    chosen = {op: backends.select("torch", op, "npu") for op in backends.NPU_OPS}
     assert chosen["ring_attention_update"][0].name == "torch_npu.kernels"
     for op in ("flash_attention_varlen_score", "flash_attention_unpadding_score_grad", "incre_flash_attention"):
         assert chosen[op][0].name == "torch.fallback"
@@ -93,7 +94,7 @@ def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
     grad = backends.select("torch", "flash_attention_unpadding_score_grad", "npu")
     assert grad[0].name == "torch.fallback" and grad[1]["torch_npu.kernels"] == ["no package (faked)"]
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: None)
-    recorded = {op: RecordingOpDef() for op in backends.OPS}
+    recorded = {op: RecordingOpDef() for op in backends.NPU_OPS}
     npu.install(recorded, torch_ops.NPU_KERNELS)
     assert all(r.devices == [("npu", torch_ops.NPU_KERNELS[op])] for op, r in recorded.items())
 
@@ -143,3 +144,13 @@ def test_mindspore_on_ascend_native_then_aclnn(monkeypatch):
         "mindspore.kernels"
     monkeypatch.setattr(backends, "probe_mindspore_ascend", lambda: "device_target is CPU (faked)")
     assert all(backends.select("mindspore", op, "CPU")[0].name == "mindspore.fallback" for op in backends.OPS)
+
+
+def test_self_attention_runs_on_the_fallbacks_and_says_why_not_on_npu(monkeypatch):
+    fake_npu(monkeypatch)
+    monkeypatch.setattr(backends, "probe_mindspore_ascend", lambda: None)
+    chosen, skipped = backends.select("torch", "self_attention", "npu")
+    assert chosen.name == "torch.fallback"
+    assert "ATB library" in skipped["torch_npu.kernels"][0]
+    chosen, skipped = backends.select("mindspore", "self_attention", "Ascend")
+    assert chosen.name == "mindspore.fallback" and "ATB library" in skipped["mindspore.kernels"][0]

@@ -7,7 +7,8 @@ from .flash_attention import (FlashAttentionUnpaddingScoreGradV4, FlashAttention
                               flash_attention_score)
 from .incre_flash_attention import IncreFlashAttentionV2, incre_flash_attention
 from .ring_attention_update import RingAttentionUpdate, ring_attention_update
+from .self_attention import SelfAttention, self_attention
 
 __all__ = ["RingAttentionUpdate", "ring_attention_update", "FlashAttentionVarLenScoreV4",
            "FlashAttentionUnpaddingScoreGradV4", "flash_attention_score", "IncreFlashAttentionV2",
-           "incre_flash_attention"]
+           "incre_flash_attention", "SelfAttention", "self_attention"]

@@ -8,6 +8,7 @@ from . import ring_attention_update as _rau
 from .flash_attention import flash_attention_unpadding_score_grad, flash_attention_varlen_score
 from .incre_flash_attention import incre_flash_attention, trans_quant_param
 from .ring_attention_update import ring_attention_update
+from .self_attention import self_attention  # ATB's op: no NPU slot here (OP_DEFS), see its module
 
 OP_DEFS = {
     "ring_attention_update": _rau.ring_attention_update_op,
@@ -26,4 +27,4 @@ NPU_KERNELS = {
 NPU_SELECTION = npu.install(OP_DEFS, NPU_KERNELS)
 
 __all__ = ["ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
-           "incre_flash_attention", "trans_quant_param", "OP_DEFS", "NPU_SELECTION"]
+           "incre_flash_attention", "trans_quant_param", "self_attention", "OP_DEFS", "NPU_SELECTION"]

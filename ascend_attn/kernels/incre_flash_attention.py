@@ -17,10 +17,11 @@ import torch
 from ..validation import IFA_OP, IncrePlan, ifa_left_padding, value_error
 from .flash_attention import round_half_away_fp16, round_to
 
-# KV positions per streamed block: the block's float32 copy of K and V (a few hundred KiB for
-# 8 KV heads of 128) stays in cache between its conversion and its two products; longer blocks
-# measured 10-70% slower at 8k-32k positions (bench: IFA decode).
-BLOCK_KV = 512
+# KV positions per streamed block: the block's float32 copy of K and V (a few MiB at most) stays
+# in cache between its conversion and its two products. 2048 measured 10-40% slower at 8k-32k
+# positions; 512 and 1024 were within noise of each other, and 1024 keeps caches up to 1k
+# positions in one block (fewer eager calls per batch).
+BLOCK_KV = 1024
 
 
 # ----------------------------------------------------------------------------- quantisation
@@ -140,14 +141,6 @@ def _antiquant_params(plan: IncrePlan, scale, offset):
     return [(s[i], None if o is None else o[i]) for i in (0, 1)]
 
 
-def _dequant(x, params):
-    if params is None:
-        return x.to(torch.float32)
-    scale, offset = params
-    x = x.to(torch.float32)
-    return (x + offset) * scale if offset is not None else x * scale
-
-
 # ----------------------------------------------------------------------------- the op
 
 def _query_rows(query, plan):
@@ -235,20 +228,34 @@ def incre_flash_attention(query, key, value, plan: IncrePlan, *, atten_mask=None
 
 
 def _float_row(q, qdtype, plan, ctx, antiquant):
-    """Online softmax over KV blocks for one batch: ``[Nkv, G, D]`` float32 and kept-any ``[Nkv, G]``."""
+    """Online softmax over KV blocks for one batch: ``[Nkv, G, D]`` float32 and kept-any ``[Nkv, G]``.
+
+    Antiquant ``x = (x8 + offset) * scale`` (per channel or per tensor) is folded out of the blocks,
+    so each int8 block is only converted, never dequantised element by element:
+    ``q . k = (q * sk) . k8 + (q * sk) . ok`` and ``sum_j p_j v_j = sv * (sum_j p_j v8_j + ov * sum_j p_j)``
+    (the same values in exact arithmetic; float32 rounding differs in the last bits).
+    """
     mask, pse, source, b, start, end = ctx
     g = plan.heads_q // plan.heads_kv
     qf = q.to(torch.float32)  # [Nkv, G, D]
+    k_bias = v_scale = v_offset = None
+    if antiquant:
+        (k_scale, k_offset), (v_scale, v_offset) = ((s.view(-1, 1, s.shape[-1]), None if o is None else
+                                                     o.view(-1, 1, o.shape[-1])) for s, o in antiquant)
+        qf = qf * k_scale
+        k_bias = None if k_offset is None else (qf * k_offset).sum(-1, keepdim=True)  # [Nkv, G, 1]
     m = torch.full((plan.heads_kv, g, 1), -torch.inf, device=q.device)
     l = torch.zeros_like(m)
+    p_sum = torch.zeros_like(m) if v_offset is not None else None  # sum of the rounded P (V's offset term)
     acc = torch.zeros(plan.heads_kv, g, plan.head_dim, device=q.device)
     step = source.step()
     for p0 in range(start, end, step):
         p1 = min(end, p0 + step)
         k, v = source.block(b, p0, p1)
-        k = _dequant(k, antiquant[0] if antiquant else None)
-        v = _dequant(v, antiquant[1] if antiquant else None)
-        s = torch.bmm(qf, k.permute(1, 2, 0)) * plan.scale  # [Nkv, G, n]
+        s = torch.bmm(qf, k.to(torch.float32).permute(1, 2, 0))  # [Nkv, G, n]
+        if k_bias is not None:
+            s.add_(k_bias)
+        s.mul_(plan.scale)
         if pse is not None:
             s = s + _pse_rows(pse, plan, b, p0, p1).to(torch.float32)
         if mask is not None:
@@ -256,11 +263,17 @@ def _float_row(q, qdtype, plan, ctx, antiquant):
         m_new = torch.maximum(m, s.amax(-1, keepdim=True))
         m_safe = torch.where(m_new == -torch.inf, 0.0, m_new)
         alpha = torch.exp(m - m_safe)
-        e = torch.exp(s - m_safe)
+        e = s.sub_(m_safe).exp_()
         l = l * alpha + e.sum(-1, keepdim=True)
         p = e if qdtype == torch.float32 else round_to(e, qdtype).to(torch.float32)
-        acc = acc * alpha + torch.bmm(p, v.permute(1, 0, 2))
+        if p_sum is not None:
+            p_sum = p_sum * alpha + p.sum(-1, keepdim=True)
+        acc.mul_(alpha).baddbmm_(p, v.to(torch.float32).permute(1, 0, 2))
         m = m_new
+    if v_offset is not None:
+        acc.add_(v_offset * p_sum)
+    if v_scale is not None:
+        acc.mul_(v_scale)
     kept = l > 0
     return acc / torch.where(kept, l, 1.0), kept
 

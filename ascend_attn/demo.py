@@ -272,10 +272,43 @@ def section_decode(rng, small: bool):
     return rows
 
 
+def section_self_attention(rng, small: bool):
+    """ATB SelfAttention flows (prefill with a KV cache, paged-attention prefill with compressed ALiBi,
+    decode over a cache, full quantization) against the float64 reference."""
+    import ascend_attn
+    from .testing import sa_reference as R
+    from .testing.sa_samples import reference_inputs, sa_case
+    heads, dim = ((4, 2), 16) if small else ((16, 4), 128)
+    cases = [("ENCODER prefill into a KV cache, causal", (), dict(calc_type=1, mask_type=3)),
+             ("DECODER step over the cache, logN, high precision", ("logn", "high_precision"), dict(calc_type=2)),
+             ("PA_ENCODER, compressed ALiBi, high precision", ("compressed", "high_precision"), dict(mask_type=4)),
+             ("PA_ENCODER, offline full int8 quantization", ("quant",), dict(quant_type=2))]
+    rows = []
+    for name, features, extra in cases:
+        args, kwargs = sa_case(features, heads=heads, dim=dim, seed=int(rng.integers(1 << 31)), **extra)
+        ref_args, ref_kwargs = reference_inputs(args, kwargs)  # before the op writes the caches
+        start = time.perf_counter()
+        got = ascend_attn.self_attention(*args, **kwargs)
+        ms = (time.perf_counter() - start) * 1e3
+        want = R.self_attention(*ref_args, **ref_kwargs)[0]
+        dtype = str(got.dtype).split(".")[-1]
+        diff = np.abs(got.double().numpy() - want)
+        if "quant" in features:
+            # an int8 P element rounded from fp32 may land one step away from the float64 reference's: one
+            # step moves an output by up to max|V| * vpv_descale (/ 127 online), so the error is in P steps
+            step = float(kwargs["vpv_descale"].max()) * float(args[2].abs().max().float())
+            err, tol, unit = float(diff.max()) / step, 2.0, "err in P int8 steps"
+        else:
+            err, tol, unit = float(np.nanmax(diff / (1.0 + np.abs(want)))), DTYPE_TOL[dtype], "relative err"
+        rows.append(("self_attention", f"{name}, N={heads[0]} Nkv={heads[1]} D={dim} ({unit})", dtype, err, tol, ms))
+    return rows
+
+
 SECTIONS = [("RingAttentionUpdate: fold key-chunk partials", section_ring_attention_update),
             ("FlashAttention varlen fwd + grad V4", section_flash_attention),
             ("Train a packed-sequence model", section_train_packed_model),
-            ("IncreFlashAttention decode", section_decode)]
+            ("IncreFlashAttention decode", section_decode),
+            ("ATB SelfAttention", section_self_attention)]
 
 
 def run_demo(seed: int = 0, small: bool = False, out=None) -> int:

@@ -1,8 +1,9 @@
 """IncreFlashAttention V2 (int8 scenarios A/B/C) with V4 extensions: device-generic torch.
 
 Decode: one query row per (batch, head). Per batch, the KV cache is streamed in blocks of
-``BLOCK_KV`` positions (whole pages when paged), dequantised (antiquant) and gathered (paged)
-block by block, never as a whole; all query heads of one KV head form one matrix product.
+``BLOCK_KV`` positions (whole pages when paged), gathered (paged) and converted to float32 block by
+block, never as a whole (antiquant is folded out of the blocks); all query heads of one KV head
+form one matrix product.
 
 * float / antiquant / scenario C: online softmax in float32 (semantics.md §7.3, §7.4);
 * full int8 (scenarios A, B): the exact PromptFlashAttention dataflow of §7.5, which quantises
@@ -132,10 +133,11 @@ class KVSource:
 
 
 def _antiquant_params(plan: IncrePlan, scale, offset):
-    """(scale, offset) for key and value, broadcastable to ``[n, Nkv, D]`` float32."""
+    """(scale, offset) for key and value, float32 ``[Nkv, 1, D]`` (per channel) or ``[1, 1, 1]`` (per tensor):
+    broadcastable to one batch's ``[Nkv, G, D]`` query rows and output."""
     if scale is None:
         return None
-    shape = (1, plan.heads_kv, plan.head_dim) if plan.antiquant == "channel" else (1, 1, 1)
+    shape = (plan.heads_kv, 1, plan.head_dim) if plan.antiquant == "channel" else (1, 1, 1)
     s = scale.to(torch.float32).reshape(2, *shape)
     o = None if offset is None else offset.to(torch.float32).reshape(2, *shape)
     return [(s[i], None if o is None else o[i]) for i in (0, 1)]
@@ -240,8 +242,7 @@ def _float_row(q, qdtype, plan, ctx, antiquant):
     qf = q.to(torch.float32)  # [Nkv, G, D]
     k_bias = v_scale = v_offset = None
     if antiquant:
-        (k_scale, k_offset), (v_scale, v_offset) = ((s.view(-1, 1, s.shape[-1]), None if o is None else
-                                                     o.view(-1, 1, o.shape[-1])) for s, o in antiquant)
+        (k_scale, k_offset), (v_scale, v_offset) = antiquant
         qf = qf * k_scale
         k_bias = None if k_offset is None else (qf * k_offset).sum(-1, keepdim=True)  # [Nkv, G, 1]
     m = torch.full((plan.heads_kv, g, 1), -torch.inf, device=q.device)

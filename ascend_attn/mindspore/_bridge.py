@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mindspore as ms
 import numpy as np
+from mindspore import ops
 
 
 def to_torch(array):
@@ -53,3 +54,28 @@ def bind_inputs(names: tuple, args: tuple, kwargs: dict, op: str) -> dict:
             raise TypeError(f"{op}: got an unexpected or repeated input {name!r}")
         bound[name] = value
     return bound
+
+
+def custom_inputs(names: tuple, values: tuple, castable: tuple, absent):
+    """Inputs of a pyfunc Custom op in slot order: an absent optional input as the placeholder
+    ``absent``, a bf16 input named in ``castable`` as float32 (the pyfunc casts it back). Used inside
+    construct (GRAPH_MODE compiles it)."""
+    inputs = []
+    for name, value in zip(names, values):
+        if value is None:
+            inputs.append(absent)
+        elif name in castable and value.dtype == ms.bfloat16:
+            inputs.append(ops.cast(value, ms.float32))
+        else:
+            inputs.append(value)
+    return tuple(inputs)
+
+
+def present_names(names: tuple, values: tuple) -> tuple:
+    """Names of the given (not None) inputs: part of a Custom op's cache key."""
+    return tuple(n for n, v in zip(names, values) if v is not None)
+
+
+def bf16_names(names: tuple, values: tuple, castable: tuple) -> tuple:
+    """Names of the castable inputs given as bf16 (they cross the pyfunc as float32): part of the key."""
+    return tuple(n for n, v in zip(names, values) if n in castable and is_bf16(v))

@@ -38,7 +38,8 @@ from mindspore import nn, ops
 from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op
-from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
+from ._bridge import (bf16_names, bind_inputs, custom_inputs, int64_tensor, is_bf16, present_names, to_numpy,
+                      to_torch)
 
 FWD_OP = V.FA_FWD_OP
 GRAD_OP = V.FA_GRAD_OP
@@ -391,10 +392,6 @@ def _host_tuple(op: str, name: str, x):
     return tuple(V.int_list(op, name, [x] if isinstance(x, int) else x))
 
 
-def _fp32(x, cast):
-    return ops.cast(x, ms.float32) if cast else x
-
-
 def _host_values(op: str, bound: dict, ms_to_v: dict) -> dict:
     """Call inputs (MindSpore names) -> validation values: TensorMeta / host int list / None."""
     values = {}
@@ -459,14 +456,6 @@ class _FlashPrimitive(nn.Cell):
                                    for n in self.INPUTS if n not in self.RESERVED})
 
 
-def _present(names, values):
-    return tuple(n for n, v in zip(names, values) if v is not None)
-
-
-def _bf16_names(names, values):
-    return tuple(n for n, v in zip(names, values) if n in CASTABLE and is_bf16(v))
-
-
 class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
     r"""FlashAttention grad V4 primitive (aclnnFlashAttentionUnpaddingScoreGradV4), TND layout.
 
@@ -510,20 +499,9 @@ class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
                 kv_start_idx=kv_start_idx)), *self.aclnn_attrs)
         given = (query, key, value, dy, pse_shift, drop_mask, atten_mask, softmax_max, softmax_sum, attention_in,
                  prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx)
-        op = custom_op(GRAD_OP, self.attr_values, _present(GRAD_SLOTS, given), _bf16_names(GRAD_SLOTS, given))
-        dq, dk, dv = op(_fp32(query, is_bf16(query)), _fp32(key, is_bf16(key)), _fp32(value, is_bf16(value)),
-                        _fp32(dy, is_bf16(dy)),
-                        self._absent if pse_shift is None else _fp32(pse_shift, is_bf16(pse_shift)),
-                        self._absent if drop_mask is None else drop_mask,
-                        self._absent if atten_mask is None else atten_mask,
-                        self._absent if softmax_max is None else softmax_max,
-                        self._absent if softmax_sum is None else softmax_sum,
-                        self._absent if attention_in is None else _fp32(attention_in, is_bf16(attention_in)),
-                        self._absent if prefix is None else prefix,
-                        self._absent if actual_seq_qlen is None else actual_seq_qlen,
-                        self._absent if actual_seq_kvlen is None else actual_seq_kvlen,
-                        self._absent if q_start_idx is None else q_start_idx,
-                        self._absent if kv_start_idx is None else kv_start_idx)
+        op = custom_op(GRAD_OP, self.attr_values, present_names(GRAD_SLOTS, given),
+                       bf16_names(GRAD_SLOTS, given, CASTABLE))
+        dq, dk, dv = op(*custom_inputs(GRAD_SLOTS, given, CASTABLE, self._absent))
         if is_bf16(query):
             dq, dk, dv = ops.cast(dq, ms.bfloat16), ops.cast(dk, ms.bfloat16), ops.cast(dv, ms.bfloat16)
         return dq, dk, dv, ops.zeros((0,), query.dtype)
@@ -573,17 +551,9 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
         q_start_idx, kv_start_idx = int64_tensor(q_start_idx), int64_tensor(kv_start_idx)
         given = (query, key, value, real_shift, drop_mask, attn_mask, prefix, actual_seq_qlen, actual_seq_kvlen,
                  q_start_idx, kv_start_idx)
-        op = custom_op(FWD_OP, self.attr_values, _present(FWD_SLOTS, given), _bf16_names(FWD_SLOTS, given))
-        out, softmax_max, softmax_sum = op(
-            _fp32(query, is_bf16(query)), _fp32(key, is_bf16(key)), _fp32(value, is_bf16(value)),
-            self._absent if real_shift is None else _fp32(real_shift, is_bf16(real_shift)),
-            self._absent if drop_mask is None else drop_mask,
-            self._absent if attn_mask is None else attn_mask,
-            self._absent if prefix is None else prefix,
-            self._absent if actual_seq_qlen is None else actual_seq_qlen,
-            self._absent if actual_seq_kvlen is None else actual_seq_kvlen,
-            self._absent if q_start_idx is None else q_start_idx,
-            self._absent if kv_start_idx is None else kv_start_idx)
+        op = custom_op(FWD_OP, self.attr_values, present_names(FWD_SLOTS, given),
+                       bf16_names(FWD_SLOTS, given, CASTABLE))
+        out, softmax_max, softmax_sum = op(*custom_inputs(FWD_SLOTS, given, CASTABLE, self._absent))
         if is_bf16(query):
             out = ops.cast(out, ms.bfloat16)
         return out, softmax_max, softmax_sum

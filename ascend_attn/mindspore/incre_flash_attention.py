@@ -47,7 +47,8 @@ from mindspore import nn, ops
 from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op
-from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
+from ._bridge import (bf16_names, bind_inputs, custom_inputs, int64_tensor, is_bf16, present_names, to_numpy,
+                      to_torch)
 
 OP = V.IFA_OP
 MASK = "attn_mask"  # MindSpore's name of the mask (validation / torch: atten_mask)
@@ -250,10 +251,6 @@ def custom_op(attr_values: tuple, present: tuple, bf16: tuple, kv_splits) -> ops
 # ----------------------------------------------------------------------------- construct helpers
 
 
-def _fp32(x):
-    return ops.cast(x, ms.float32) if is_bf16(x) else x
-
-
 
 def _hostint64_tensor(values):
     return None if values is None else ms.Tensor(np.asarray(values, dtype=np.int64).reshape(-1))
@@ -265,14 +262,6 @@ def _is_list(x):
 
 def _shapes(tensors):
     return tuple(tuple(t.shape) for t in tensors)
-
-
-def _present(values):
-    return tuple(n for n, v in zip(INPUTS, values) if v is not None)
-
-
-def _bf16_names(values):
-    return tuple(n for n, v in zip(INPUTS, values) if n in CASTABLE and is_bf16(v))
 
 
 @functools.lru_cache(maxsize=None)
@@ -425,21 +414,8 @@ class IncreFlashAttentionV2(nn.Cell):
         given = (query, key, value, attn_mask, actual_seq_lengths, pse_shift, dequant_scale1, quant_scale1,
                  dequant_scale2, quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table,
                  kv_padding_size)
-        op = custom_op(self.attr_values, _present(given), _bf16_names(given), kv_splits)
-        absent = self._absent
-        out = op(_fp32(query), _fp32(key), _fp32(value),
-                 absent if attn_mask is None else attn_mask,
-                 absent if actual_seq_lengths is None else actual_seq_lengths,
-                 absent if pse_shift is None else _fp32(pse_shift),
-                 absent if dequant_scale1 is None else dequant_scale1,
-                 absent if quant_scale1 is None else _fp32(quant_scale1),
-                 absent if dequant_scale2 is None else dequant_scale2,
-                 absent if quant_scale2 is None else _fp32(quant_scale2),
-                 absent if quant_offset2 is None else _fp32(quant_offset2),
-                 absent if antiquant_scale is None else _fp32(antiquant_scale),
-                 absent if antiquant_offset is None else _fp32(antiquant_offset),
-                 absent if block_table is None else block_table,
-                 absent if kv_padding_size is None else kv_padding_size)
+        op = custom_op(self.attr_values, present_names(INPUTS, given), bf16_names(INPUTS, given, CASTABLE), kv_splits)
+        out = op(*custom_inputs(INPUTS, given, CASTABLE, self._absent))
         if is_bf16(query) and quant_scale2 is None:
             out = ops.cast(out, ms.bfloat16)
         return out

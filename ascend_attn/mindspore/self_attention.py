@@ -37,7 +37,8 @@ from mindspore import nn, ops
 from .. import backends
 from .. import validation as V
 from .. import validation_self_attention as SV
-from ._bridge import bind_inputs, int64_tensor, is_bf16, to_numpy, to_torch
+from ._bridge import (bf16_names, bind_inputs, custom_inputs, int64_tensor, is_bf16, present_names, to_numpy,
+                      to_torch)
 
 OP = SV.OP
 INPUTS = ("query", "key", "value", "cache_k", "cache_v", "attention_mask", "token_offset", "seq_len", "layer_id",
@@ -234,20 +235,8 @@ def custom_op(attr_values: tuple, present: tuple, bf16: tuple, cache_splits) -> 
 
 # ----------------------------------------------------------------------------- construct helpers
 
-def _fp32(x):
-    return ops.cast(x, ms.float32) if is_bf16(x) else x
-
-
 def _is_list(x):
     return isinstance(x, (list, tuple))
-
-
-def _present(values):
-    return tuple(n for n, v in zip(INPUTS, values) if v is not None)
-
-
-def _bf16_names(values):
-    return tuple(n for n, v in zip(INPUTS, values) if n in CASTABLE and is_bf16(v))
 
 
 @functools.lru_cache(maxsize=None)
@@ -359,17 +348,8 @@ class SelfAttention(nn.Cell):
         layer_id, batch_run_status = int64_tensor(layer_id), int64_tensor(batch_run_status)
         given = (query, key, value, cache_k, cache_v, attention_mask, token_offset, seq_len, layer_id,
                  batch_run_status, slopes, qk_descale, qk_offset, vpv_descale, vpv_offset, p_scale, log_n)
-        op = custom_op(self.attr_values, _present(given), _bf16_names(given), splits)
-        absent = self._absent
-        out = op(_fp32(query), absent if key is None else _fp32(key), absent if value is None else _fp32(value),
-                 absent if cache_k is None else _fp32(cache_k), absent if cache_v is None else _fp32(cache_v),
-                 absent if attention_mask is None else _fp32(attention_mask),
-                 absent if token_offset is None else token_offset, absent if seq_len is None else seq_len,
-                 absent if layer_id is None else layer_id, absent if batch_run_status is None else batch_run_status,
-                 absent if slopes is None else _fp32(slopes), absent if qk_descale is None else qk_descale,
-                 absent if qk_offset is None else qk_offset, absent if vpv_descale is None else vpv_descale,
-                 absent if vpv_offset is None else vpv_offset, absent if p_scale is None else p_scale,
-                 absent if log_n is None else log_n)
+        op = custom_op(self.attr_values, present_names(INPUTS, given), bf16_names(INPUTS, given, CASTABLE), splits)
+        out = op(*custom_inputs(INPUTS, given, CASTABLE, self._absent))
         bf16_out = is_bf16(query) or self.bf16_quant_out
         if self.writes_cache:
             o, new_k, new_v = out

@@ -84,6 +84,17 @@ def probe_npu_glue() -> str | None:
 
 
 @lru_cache(maxsize=None)
+def probe_native_cpu() -> str | None:
+    """The native CPU kernels (ascend_attn/csrc/cpu, built on first use): usable, forced off, or why not."""
+    if probe_torch() is not None:
+        return "torch is not installed"
+    from . import native
+    if native.requested() == "eager":
+        return f"{native.ENV_KERNEL}=eager forces the eager CPU path"
+    return native.unavailable_reason()
+
+
+@lru_cache(maxsize=None)
 def probe_mindspore() -> str | None:
     if importlib.util.find_spec("mindspore") is None:
         return "mindspore is not installed (pip install 'ascend_attn[mindspore]')"
@@ -153,6 +164,12 @@ def _ms_native_rau_limits(input_softmax_layout: str = "", **_) -> list[str]:
 # aclnn.py's table (shared by the torch glue and MindSpore's aot Custom ops).
 _NPU_OP_NEEDS = {"flash_attention_unpadding_score_grad": ("probe_kernel_package",)}
 
+def _native_ops() -> tuple[str, ...]:
+    # native/__init__.py imports nothing heavy, so the registry can read its op list without torch.
+    from .native import OPS as native_ops
+    return native_ops
+
+
 BACKENDS: tuple[Backend, ...] = (
     # On NPU tensors, through the glue extension: RingAttentionUpdate is CANN's own V2 (through
     # torch_npu, no glue needed); the FA forward is CANN's V4; FA grad V4 is the ascend_attn package's
@@ -160,6 +177,9 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("torch_npu.kernels", "torch", NPU_OPS, ("npu",), ("probe_torch_npu",),
             "NPU kernels on NPU tensors (CANN / ascend_attn custom-op package through torch_npu)",
             {op: _needs("probe_npu_glue", *_NPU_OP_NEEDS.get(op, ())) for op in NPU_OPS[1:]}),
+    # CPU tensors of the ops with a native kernel (ascend_attn/native): fused C++, same numerics.
+    Backend("torch.cpu_native", "torch", _native_ops(), ("cpu",), ("probe_native_cpu",),
+            "native C++ CPU kernels (built on first use against the installed torch, cached)"),
     Backend("torch.fallback", "torch", OPS, ("*",), ("probe_torch",),
             "device-generic torch code (CPU, CUDA or NPU tensors); follows the NPU formulas and rounding"),
     Backend("mindspore.native", "mindspore", ("ring_attention_update",), ("Ascend",),

@@ -25,3 +25,16 @@ def ulp(values: np.ndarray, dtype_name: str) -> np.ndarray:
 @pytest.fixture
 def ulp_of():
     return ulp
+
+
+@pytest.fixture(params=["native", "eager"])
+def cpu_path(request):
+    """Run the test once on each CPU kernel path (ascend_attn.native): the native C++ kernels,
+    then the device-generic eager torch code. Test modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("cpu_path")``; ops without a native kernel run eager
+    both times, so the parametrisation is harmless for them."""
+    from ascend_attn import native
+    if request.param == "native" and native.unavailable_reason() is not None:
+        pytest.fail(f"the native CPU kernels must build here: {native.unavailable_reason()}")
+    with native.forced(request.param):
+        yield request.param

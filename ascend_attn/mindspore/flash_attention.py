@@ -661,6 +661,19 @@ def _shape_of(x):
     return None if x is None else tuple(x.shape)
 
 
+def _in_float32_if_bf16(move):
+    """Run a data-movement function (reshape / transpose) on a bf16 tensor through float32.
+
+    MindSpore's CPU backend has no bfloat16 Transpose / Reshape kernels, so GRAPH_MODE fails to
+    compile them; bf16 -> fp32 -> bf16 is exact, and Cast has bf16 CPU kernels."""
+    def wrapped(x, *args):
+        if x.dtype == ms.bfloat16:
+            return ops.cast(move(ops.cast(x, ms.float32), *args), ms.bfloat16)
+        return move(x, *args)
+    return wrapped
+
+
+@_in_float32_if_bf16
 def _to_tnd(x, layout, n, d):
     """[B, S, H] / [S, B, H] / [B, S, N, D] / [B, N, S, D] -> [B*S, N, D] (differentiable MindSpore ops)."""
     if layout == "SBH":
@@ -670,6 +683,7 @@ def _to_tnd(x, layout, n, d):
     return ops.reshape(x, (-1, n, d))
 
 
+@_in_float32_if_bf16
 def _from_tnd(x, layout, b, s, n, d):
     """[B*S, N, D] -> the input layout."""
     if layout in ("BSH", "SBH"):
@@ -691,6 +705,7 @@ def _mask_to_tnd(mask, form, b, s1, s2):
     return mask
 
 
+@_in_float32_if_bf16
 def _pse_to_tnd(pse, form, b, n1, s1, s2):
     if form == "broadcast":
         return ops.reshape(ops.broadcast_to(pse, (b, n1, s1, s2)), (-1,))

@@ -2,8 +2,9 @@
 
 ``torch.from_numpy`` shares memory, so the bridge adds no copy on the way in; outputs are
 handed back as numpy arrays. MindSpore's pyfunc kernels cannot carry bfloat16 (numpy has no
-such dtype), so the frontends compute bf16 inputs in float32 and cast the result back, which
-is exact: bf16 -> fp32 is lossless and the kernels round their fp32 result RNE either way.
+such dtype), so bf16 tensors cross the pyfunc boundary as float32 (exact: bf16 -> fp32 is
+lossless) and are turned back into bf16 inside it (``_op.PyfuncOp``); bf16 results come back as
+float32 holding bf16 values and are cast to bf16 after the op (exact).
 """
 from __future__ import annotations
 
@@ -41,7 +42,38 @@ def int64_tensor(x):
 
 
 def to_numpy(tensor) -> np.ndarray:
+    """torch -> numpy for a pyfunc output; bf16 (which numpy lacks) as float32 holding the same values."""
+    import torch
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
     return tensor.detach().cpu().numpy()
+
+
+def host_torch(x):
+    """MindSpore / numpy / torch tensor -> CPU torch tensor of the same dtype (bf16 through float32, exact),
+    for the host checks of device values in ``__call__``; None stays None."""
+    import torch
+    if x is None:
+        return None
+    if hasattr(x, "asnumpy"):
+        if x.dtype == ms.bfloat16:
+            return to_torch(x.astype(ms.float32).asnumpy()).to(torch.bfloat16)
+        return to_torch(x.asnumpy())
+    if hasattr(x, "detach"):
+        return x.detach().cpu()
+    return to_torch(x)
+
+
+def hostint64_tensor(x):
+    """Host length argument (list, tuple, int, numpy / torch / MindSpore tensor) -> 1-D int64 MindSpore tensor,
+    the form a Custom op takes it in; MindSpore tensors and None pass through."""
+    if x is None or isinstance(x, ms.Tensor):
+        return x
+    if isinstance(x, int):
+        x = [x]
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return ms.Tensor(np.asarray(x, dtype=np.int64).reshape(-1))
 
 
 def bind_inputs(names: tuple, args: tuple, kwargs: dict, op: str) -> dict:

@@ -3,70 +3,80 @@
 Backends (``backends.select``): on Ascend, MindSpore's own ``ops.ring_attention_update`` (it
 has no ``input_softmax_layout="TND"``), else CANN's ``aclnnRingAttentionUpdateV2`` as an aot Custom
 op (``_aclnn``); elsewhere an ``ops.Custom`` pyfunc around the torch CPU core, in PyNative and
-GRAPH_MODE. Validation is the shared module's, at three points:
+GRAPH_MODE, built from the ``_op`` skeleton. Validation is the shared module's, at three points:
 ``__call__`` (from Python, any mode: full check including host values of actual_seq_qlen),
 the Custom op's infer functions (GRAPH_MODE compile: shapes and dtypes) and the pyfunc itself
 (run time: values; MindSpore swallows pyfunc errors in PyNative, hence the ``__call__`` check).
+bf16 attention outputs cross the pyfunc as float32 and are bf16 again inside it, as for every op.
 
 MindSpore's V1 document adds a UB-size limit for TND shapes; it is enforced here (and not by
 the torch op, whose V2 contract has no such limit).
 """
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op, same_as_inputs
-from ._bridge import to_numpy, to_torch
+from ._bridge import bf16_names, custom_inputs, int64_tensor, is_bf16, present_names
+from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder
 
 OP = V.RAU_OP
+# Call inputs (also the Custom op's slots); the attention outputs may be bf16 (cast around the op).
+INPUTS = ("prev_attn_out", "prev_softmax_max", "prev_softmax_sum", "cur_attn_out", "cur_softmax_max",
+          "cur_softmax_sum", "actual_seq_qlen")
+CASTABLE = ("prev_attn_out", "cur_attn_out")
 
 
-def _check(metas, seq, layout, input_softmax_layout):
-    return V.check_ring_attention_update(*metas, seq, layout, input_softmax_layout, op=OP,
+class RauAttrs(NamedTuple):
+    layout: str
+    input_softmax_layout: str
+
+
+def _check(metas, seq, attrs: RauAttrs):
+    return V.check_ring_attention_update(*metas, seq, attrs.layout, attrs.input_softmax_layout, op=OP,
                                          layout_arg="layout", ub_limit=True)
 
 
-def _make_custom(layout: str, input_softmax_layout: str, has_seq: bool) -> ops.Custom:
-    seen = {}
+class _RauPyfunc(PyfuncOp):
+    """The Custom op over ``kernels.ring_attention_update``: INPUTS in, ``(out, max, sum)`` out."""
 
-    def infer_shape(*shapes):
-        metas = [V.TensorMeta(tuple(s), None) for s in shapes[:6]]
-        if has_seq:
-            V.check_int_sequence_meta(OP, "actual_seq_qlen", V.TensorMeta(tuple(shapes[6]), None))
-        _check(metas, ... if has_seq else None, layout, input_softmax_layout)
-        seen["shapes"] = shapes  # the graph compiler infers shapes before dtypes
+    OP = OP
+    SLOTS = INPUTS
+    INT_LISTS = ("actual_seq_qlen",)
+
+    def _check_metas(self, metas):
+        seq = ... if "actual_seq_qlen" in metas else None  # its values are not known at compile time
+        return _check([metas[n] for n in INPUTS[:6]], seq, self.attrs)
+
+    def infer_shapes(self, metas, shapes):
+        self._check_metas(metas)
         return tuple(shapes[:3])
 
-    def infer_dtype(*dtypes):
-        shapes = seen.get("shapes")
-        metas = [V.TensorMeta(tuple(shapes[i]) if shapes else None, V.dtype_name(d))
-                 for i, d in enumerate(dtypes[:6])]
-        if has_seq:
-            V.check_int_sequence_meta(OP, "actual_seq_qlen", V.TensorMeta(None, V.dtype_name(dtypes[6])))
-        _check(metas, ... if has_seq else None, layout, input_softmax_layout)
+    def infer_dtypes(self, metas, dtypes, shapes):
+        self._check_metas(metas)
         return tuple(dtypes[:3])
 
-    def compute(arrays, seq):
+    def run(self, tensors, lists):
         from ..kernels.ring_attention_update import ring_attention_update
-        tensors = [to_torch(a) for a in arrays]
-        plan = _check([V.meta_of(t) for t in tensors], seq, layout, input_softmax_layout)
-        return tuple(to_numpy(o) for o in ring_attention_update(*tensors, plan))
-
-    # pyfunc kernels must spell out their inputs (a *args kernel is taken as one tuple input).
-    def compute_with_seq(prev_out, prev_max, prev_sum, cur_out, cur_max, cur_sum, seq):
-        return compute((prev_out, prev_max, prev_sum, cur_out, cur_max, cur_sum), [int(v) for v in seq.reshape(-1)])
-
-    def compute_no_seq(prev_out, prev_max, prev_sum, cur_out, cur_max, cur_sum):
-        return compute((prev_out, prev_max, prev_sum, cur_out, cur_max, cur_sum), None)
-
-    return ops.Custom(func=compute_with_seq if has_seq else compute_no_seq, out_shape=infer_shape,
-                      out_dtype=infer_dtype, func_type="pyfunc")
+        tensors = [tensors[n] for n in INPUTS[:6]]
+        plan = _check([V.meta_of(t) for t in tensors], lists.get("actual_seq_qlen"), self.attrs)
+        return ring_attention_update(*tensors, plan)
 
 
-class RingAttentionUpdate(nn.Cell):
+@functools.lru_cache(maxsize=None)
+def custom_op(attr_values: tuple, present: tuple, bf16: tuple) -> ops.Custom:
+    """The Custom op for these attributes and this combination of given / bf16 inputs (cached; plain tuples,
+    so a graph evaluates this at compile time)."""
+    return _RauPyfunc(RauAttrs(*attr_values), OpKey(present, bf16)).custom()
+
+
+class RingAttentionUpdate(Primitive):
     r"""RingAttentionUpdate primitive: ``RingAttentionUpdate(layout="SBH")(prev_attn_out,
     prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max, cur_softmax_sum,
     actual_seq_qlen=None)``.
@@ -77,6 +87,10 @@ class RingAttentionUpdate(nn.Cell):
     statistics, ``"TND"`` for token-major statistics.
     Returns ``(attn_out, softmax_max, softmax_sum)``.
     """
+
+    OP = OP
+    INPUTS = INPUTS
+    INT_LISTS = ("actual_seq_qlen",)
 
     def __init__(self, layout: str = "SBH", input_softmax_layout: str = ""):
         super().__init__()
@@ -90,19 +104,16 @@ class RingAttentionUpdate(nn.Cell):
         self.use_native = backend.name == "mindspore.native"
         self.aclnn_op = (aot_op(aclnn.RAU_V2, same_as_inputs(3), same_as_inputs(3))
                       if backend.name == "mindspore.kernels" else None)
-        fallback = backend.name == "mindspore.fallback"
-        self.custom_with_seq = _make_custom(layout, input_softmax_layout, True) if fallback else None
-        self.custom_no_seq = _make_custom(layout, input_softmax_layout, False) if fallback else None
+        self.attrs = RauAttrs(layout, input_softmax_layout)
+        self.attr_values = tuple(self.attrs)  # graph constants for custom_op(...)
+        self._absent = absent_placeholder()
 
-    def __call__(self, *args, **kwargs):
-        # Called from Python (PyNative, or the top level of GRAPH_MODE): check everything on the
-        # host first, so errors are raised before any kernel runs, identical to the torch op.
-        names = ("prev_attn_out", "prev_softmax_max", "prev_softmax_sum", "cur_attn_out",
-                 "cur_softmax_max", "cur_softmax_sum", "actual_seq_qlen")
-        bound = dict(zip(names, args), **kwargs)
-        seq = V.int_list(OP, "actual_seq_qlen", bound.get("actual_seq_qlen"))
-        _check([V.meta_of(bound.get(n)) for n in names[:6]], seq, self.layout, self.input_softmax_layout)
-        return super().__call__(*args, **kwargs)
+    def check(self, *args, **kwargs) -> dict:
+        """Everything, on the host (shapes, dtypes, the values of actual_seq_qlen)."""
+        bound = self.bind(args, kwargs, required=INPUTS[:6])
+        bound["actual_seq_qlen"] = V.int_list(OP, "actual_seq_qlen", bound["actual_seq_qlen"])
+        _check([V.meta_of(bound[n]) for n in INPUTS[:6]], bound["actual_seq_qlen"], self.attrs)
+        return bound
 
     def construct(self, prev_attn_out, prev_softmax_max, prev_softmax_sum,
                   cur_attn_out, cur_softmax_max, cur_softmax_sum, actual_seq_qlen=None):
@@ -116,18 +127,11 @@ class RingAttentionUpdate(nn.Cell):
                 cur_attn_out=cur_attn_out, cur_softmax_max=cur_softmax_max, cur_softmax_sum=cur_softmax_sum,
                 actual_seq_qlen=actual_seq_qlen, input_layout=self.layout,
                 input_softmax_layout=self.input_softmax_layout)))
-        bf16 = prev_attn_out.dtype == ms.bfloat16 and cur_attn_out.dtype == ms.bfloat16
-        if bf16:
-            prev_attn_out = ops.cast(prev_attn_out, ms.float32)
-            cur_attn_out = ops.cast(cur_attn_out, ms.float32)
-        if actual_seq_qlen is None:
-            out, new_max, new_sum = self.custom_no_seq(prev_attn_out, prev_softmax_max, prev_softmax_sum,
-                                                       cur_attn_out, cur_softmax_max, cur_softmax_sum)
-        else:
-            out, new_max, new_sum = self.custom_with_seq(prev_attn_out, prev_softmax_max, prev_softmax_sum,
-                                                         cur_attn_out, cur_softmax_max, cur_softmax_sum,
-                                                         actual_seq_qlen)
-        if bf16:
+        given = (prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max, cur_softmax_sum,
+                 int64_tensor(actual_seq_qlen))
+        op = custom_op(self.attr_values, present_names(INPUTS, given), bf16_names(INPUTS, given, CASTABLE))
+        out, new_max, new_sum = op(*custom_inputs(INPUTS, given, CASTABLE, self._absent))
+        if is_bf16(prev_attn_out):
             out = ops.cast(out, ms.bfloat16)
         return out, new_max, new_sum
 

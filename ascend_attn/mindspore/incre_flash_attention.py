@@ -35,20 +35,17 @@ float16 for B, else the query dtype).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
-import numpy as np
-
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op
-from ._bridge import (bf16_names, bind_inputs, custom_inputs, int64_tensor, is_bf16, present_names, to_numpy,
-                      to_torch)
+from ._bridge import bf16_names, custom_inputs, host_torch, int64_tensor, is_bf16, present_names
+from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, split_metas
 
 OP = V.IFA_OP
 MASK = "attn_mask"  # MindSpore's name of the mask (validation / torch: atten_mask)
@@ -62,18 +59,6 @@ OPTIONAL_TENSORS = ("attn_mask", "pse_shift", "dequant_scale1", "quant_scale1", 
 # Floating inputs that may be bf16; they are cast to float32 around the op and back in the pyfunc.
 CASTABLE = ("query", "key", "value", "pse_shift", "quant_scale1", "quant_scale2", "quant_offset2",
             "antiquant_scale", "antiquant_offset")
-
-
-@contextlib.contextmanager
-def ms_names():
-    """Re-raise the core's ``atten_mask`` messages (run-time checks) under MindSpore's name ``attn_mask``."""
-    try:
-        yield
-    except (ValueError, TypeError) as exc:
-        text, old = str(exc), f"{OP}: atten_mask only supports"
-        if text.startswith(old):
-            raise type(exc)(f"{OP}: {MASK} only supports" + text[len(old):]) from None
-        raise
 
 
 # ----------------------------------------------------------------------------- attributes and checks
@@ -125,104 +110,50 @@ def check_values(plan, tensors: dict) -> None:
                                **{n: tensors.get(n) for n in names})
 
 
-def _shape_meta(shape) -> tuple | None:
-    shape = tuple(int(d) for d in shape)
-    return None if any(d < 0 for d in shape) else shape  # dynamic dims: unknown
-
-
-def _split_metas(meta: V.TensorMeta, splits, axis: int):
-    """The per-batch metas of a concatenated tensor list (``splits``: the S_b); else the meta itself."""
-    if splits is None:
-        return meta
-    if meta.shape is None:
-        return [V.TensorMeta(None, meta.dtype) for _ in splits]
-    return [V.TensorMeta(meta.shape[:axis] + (s,) + meta.shape[axis + 1:], meta.dtype) for s in splits]
-
-
 # ----------------------------------------------------------------------------- the Custom op
 
-@dataclass(frozen=True)
-class OpKey:
-    """What a Custom op is specialised on: the given optional inputs, those that were bf16, and the S_b
-    of a concatenated K/V list (None for a single K/V tensor)."""
+class _IfaPyfunc(PyfuncOp):
+    """The Custom op over ``kernels.incre_flash_attention``: INPUTS in, the attention output out.
 
-    present: tuple[str, ...]
-    bf16: tuple[str, ...]
-    kv_splits: tuple[int, ...] | None
-
-
-def _run_kernel(attrs: IncreAttrs, key: OpKey, arrays: tuple):
-    """pyfunc body: numpy arrays of all slots -> torch (bf16 restored, K/V list split) -> check -> core -> numpy."""
-    import torch
-    from ..kernels import incre_flash_attention as kernel
-
-    tensors, seq = {}, None
-    for name, array in zip(INPUTS, arrays):
-        if name not in key.present:
-            tensors[name] = None
-        elif name == "actual_seq_lengths":
-            seq = [int(x) for x in np.asarray(array).reshape(-1)]
-        else:
-            t = to_torch(array)
-            tensors[name] = t.to(torch.bfloat16) if name in key.bf16 else t
-    kv = {}
-    for name in ("key", "value"):
-        t = tensors[name]
-        kv[name] = list(torch.split(t, list(key.kv_splits), dim=attrs.seq_axis)) if key.kv_splits else t
-    values = {n: V.meta_of(t) for n, t in tensors.items()}
-    values.update({n: ([V.meta_of(t) for t in x] if isinstance(x, list) else V.meta_of(x)) for n, x in kv.items()})
-    values["actual_seq_lengths"] = seq
-    plan = check_inputs(attrs, values)
-    check_values(plan, {**tensors, "key": kv["key"] if not isinstance(kv["key"], list) else kv["key"][0]})
-    out = kernel.incre_flash_attention(
-        tensors["query"], kv["key"], kv["value"], plan, atten_mask=tensors[MASK],
-        **{n: tensors[n] for n in OPTIONAL_TENSORS if n != MASK})
-    return to_numpy(out.float() if out.dtype == torch.bfloat16 else out)
-
-
-class _Infer:
-    """infer_shape / infer_dtype of one Custom op.
-
-    The graph compiler calls infer_shape before infer_dtype (separately); the validation rules mix shapes
-    and dtypes (the quantisation scenario follows the dtypes), so the shape pass keeps the shapes and the
-    dtype pass runs the whole compile-time check on both. ``actual_seq_lengths`` values are not known at
-    compile time: a given tensor stands in as ``[0]`` (length-1 broadcast, accepted by every rule); the
-    rules on the real lengths run in the pyfunc.
+    The validation rules mix shapes and dtypes (the quantisation scenario follows the dtypes), so the dtype
+    pass runs the whole compile-time check on both. ``actual_seq_lengths`` values are not known at compile
+    time: a given tensor stands in as ``[0]`` (length-1 broadcast, accepted by every rule); the rules on
+    the real lengths run in the pyfunc. A K/V list concatenated in ``construct`` is split back (``key.splits``).
     """
 
-    def __init__(self, attrs: IncreAttrs, key: OpKey):
-        self.attrs, self.key, self.shapes = attrs, key, None
+    OP = OP
+    SLOTS = INPUTS
+    INT_LISTS = ("actual_seq_lengths",)
+    MS_NAMES = {"atten_mask": MASK}  # the core's run-time messages
 
-    def _values(self, shapes, dtypes) -> dict:
-        values = {}
-        for i, name in enumerate(INPUTS):
-            if name not in self.key.present:
-                continue
-            shape = None if shapes is None else _shape_meta(shapes[i])
-            dtype = "bfloat16" if name in self.key.bf16 else V.dtype_name(dtypes[i])
-            values[name] = V.TensorMeta(shape, dtype)
-        for name in ("key", "value"):
-            values[name] = _split_metas(values[name], self.key.kv_splits, self.attrs.seq_axis)
-        seq = values.pop("actual_seq_lengths", None)
-        if seq is not None:
-            V.check_int_sequence_meta(OP, "actual_seq_lengths", seq)
-            values["actual_seq_lengths"] = [0]
-        return values
-
-    def shape(self, *shapes):
-        self.shapes = shapes
+    def infer_shapes(self, metas, shapes):
         return list(shapes[0])
 
-    def dtype(self, *dtypes):
-        shapes, self.shapes = self.shapes, None
-        plan = check_inputs(self.attrs, self._values(shapes, dtypes))
+    def infer_dtypes(self, metas, dtypes, shapes):
+        for name in ("key", "value"):
+            metas[name] = split_metas(metas[name], self.key.splits, self.attrs.seq_axis)
+        if metas.pop("actual_seq_lengths", None) is not None:
+            metas["actual_seq_lengths"] = [0]
+        plan = check_inputs(self.attrs, metas)
         if plan is None:  # shapes unknown: the plan's rule from the dtypes alone
-            q = "bfloat16" if "query" in self.key.bf16 else V.dtype_name(dtypes[0])
-            int8_out = "quant_scale2" in self.key.present
-            out = "int8" if int8_out else ("float16" if q == "int8" else q)
+            q = metas["query"].dtype
+            out = "int8" if "quant_scale2" in self.key.present else ("float16" if q == "int8" else q)
         else:
             out = plan.out_dtype
         return ms.float32 if out == "bfloat16" else getattr(ms, out)
+
+    def run(self, tensors, lists):
+        import torch
+        from ..kernels import incre_flash_attention as kernel
+        kv = {n: list(torch.split(tensors[n], list(self.key.splits), dim=self.attrs.seq_axis)) if self.key.splits
+              else tensors[n] for n in ("key", "value")}
+        values = {n: V.meta_of(t) for n, t in tensors.items()}
+        values.update({n: ([V.meta_of(t) for t in x] if isinstance(x, list) else V.meta_of(x)) for n, x in kv.items()})
+        values["actual_seq_lengths"] = lists.get("actual_seq_lengths")
+        plan = check_inputs(self.attrs, values)
+        check_values(plan, {**tensors, "key": kv["key"] if not isinstance(kv["key"], list) else kv["key"][0]})
+        return kernel.incre_flash_attention(tensors["query"], kv["key"], kv["value"], plan, atten_mask=tensors[MASK],
+                                            **{n: tensors[n] for n in OPTIONAL_TENSORS if n != MASK})
 
 
 @functools.lru_cache(maxsize=None)
@@ -233,28 +164,10 @@ def custom_op(attr_values: tuple, present: tuple, bf16: tuple, kv_splits) -> ops
     compile time as plain Python, and equal primitives share their ops. All arguments are plain tuples so
     a graph can pass them as constants.
     """
-    attrs, key = IncreAttrs(*attr_values), OpKey(tuple(present), tuple(bf16), kv_splits)
-    infer = _Infer(attrs, key)
-
-    def ifa_kernel(query, key_, value, attn_mask, actual_seq_lengths, pse_shift, dequant_scale1, quant_scale1,
-                   dequant_scale2, quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table,
-                   kv_padding_size):
-        arrays = (query, key_, value, attn_mask, actual_seq_lengths, pse_shift, dequant_scale1, quant_scale1,
-                  dequant_scale2, quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table,
-                  kv_padding_size)
-        with ms_names():
-            return _run_kernel(attrs, key, arrays)
-
-    return ops.Custom(func=ifa_kernel, out_shape=infer.shape, out_dtype=infer.dtype, func_type="pyfunc")
+    return _IfaPyfunc(IncreAttrs(*attr_values), OpKey(present, bf16, kv_splits)).custom()
 
 
 # ----------------------------------------------------------------------------- construct helpers
-
-
-
-def _hostint64_tensor(values):
-    return None if values is None else ms.Tensor(np.asarray(values, dtype=np.int64).reshape(-1))
-
 
 def _is_list(x):
     return isinstance(x, (list, tuple))
@@ -269,44 +182,9 @@ def _kv_splits(layout: str, key_shapes: tuple, value_shapes: tuple):
     """(S_b of a K/V tensor list, its S axis); the shape rules the concatenation needs are checked here with
     validation's messages (the full check runs in the infer functions). Cached, so a graph evaluates it at
     compile time as plain Python (shapes are constants there)."""
-    if len(key_shapes) != len(value_shapes):
-        raise V.value_error(OP, "value", "the same form as key (a tensor, or a list of as many tensors)",
-                            f"{len(value_shapes)} tensor(s) for {len(key_shapes)} key tensor(s)")
-    rank = 3 if layout == "BSH" else 4
     axis = 2 if layout == "BNSD" else 1
-    first = None
-    for i, (k, v) in enumerate(zip(key_shapes, value_shapes)):
-        k, v = tuple(k), tuple(v)
-        V.check_rank(OP, f"key[{i}]", V.TensorMeta(k, None), rank, f'for input_layout "{layout}"')
-        V.check_same_shape(OP, f"value[{i}]", V.TensorMeta(v, None), f"key[{i}]", V.TensorMeta(k, None))
-        rest = k[:axis] + k[axis + 1:]
-        if first is not None and rest != first:
-            raise V.value_error(OP, f"key[{i}]", "the shape of key[0] except S", f"shape {V.quote(k)}")
-        first = rest if first is None else first
-    return tuple(int(k[axis]) for k in key_shapes), axis
-
-
-def _bind(args: tuple, kwargs: dict) -> dict:
-    bound = bind_inputs(INPUTS, args, kwargs, OP)
-    for name in ("query", "key", "value"):
-        if bound.get(name) is None:
-            raise TypeError(f"{OP}: missing input {name!r}")
-    return {n: bound.get(n) for n in INPUTS}
-
-
-
-def _torch_of(x):
-    """MindSpore / numpy / torch tensor -> CPU torch tensor (bf16 kept) for the host value checks."""
-    import torch
-    if x is None:
-        return None
-    if hasattr(x, "asnumpy"):
-        if x.dtype == ms.bfloat16:
-            return to_torch(x.astype(ms.float32).asnumpy()).to(torch.bfloat16)
-        return to_torch(x.asnumpy())
-    if hasattr(x, "detach"):
-        return x.detach().cpu()
-    return to_torch(x)
+    return list_splits(OP, "key", "value", key_shapes, value_shapes, axis, "S", rank=3 if layout == "BSH" else 4,
+                       rank_form=f'for input_layout "{layout}"'), axis
 
 
 # ----------------------------------------------------------------------------- Ascend: aclnn
@@ -326,7 +204,7 @@ def _head_dim(query_shape, layout: str, num_heads: int) -> int:
 
 # ----------------------------------------------------------------------------- the primitive
 
-class IncreFlashAttentionV2(nn.Cell):
+class IncreFlashAttentionV2(Primitive):
     r"""IncreFlashAttention V2 primitive (int8 scenarios A/B/C) with the V4 extensions.
 
     ``IncreFlashAttentionV2(num_heads=1, input_layout="BSH", scale_value=1.0, num_key_value_heads=0,
@@ -346,6 +224,10 @@ class IncreFlashAttentionV2(nn.Cell):
     Returns the attention output: int8 (scenarios A, C), float16 (B) or the query dtype.
     """
 
+    OP = OP
+    INPUTS = INPUTS
+    INT_LISTS = ("actual_seq_lengths",)
+
     def __init__(self, num_heads=1, input_layout="BSH", scale_value=1.0, num_key_value_heads=0, block_size=0,
                  inner_precise=1):
         super().__init__()
@@ -360,14 +242,14 @@ class IncreFlashAttentionV2(nn.Cell):
         self.attr_values = tuple(attrs.__dict__.values())  # graph constants for custom_op(...)
         backend, _ = backends.select("mindspore", OP, ms.get_context("device_target"))
         self.backend = backend.name
-        self._absent = ms.Tensor(np.zeros((1,), np.uint8))
+        self._absent = absent_placeholder()
         self.use_aclnn = backend.name == "mindspore.kernels"
         self.package_usable = self.use_aclnn and backends.probe_kernel_package() is None
         self.aclnn_attrs = aclnn.IFA_PACKAGE_V2.attr_values(attrs.__dict__)
 
     def check(self, *args, **kwargs) -> dict:
         """Everything, on the host (shapes, dtypes, length values, dequant words, padding, block_table)."""
-        bound = _bind(args, kwargs)
+        bound = self.bind(args, kwargs, required=("query", "key", "value"))
         values = {}
         for name, x in bound.items():
             if name == "actual_seq_lengths":
@@ -380,19 +262,9 @@ class IncreFlashAttentionV2(nn.Cell):
         key = bound["key"][0] if _is_list(bound["key"]) else bound["key"]
         needed = ("dequant_scale1", "dequant_scale2", "quant_scale1", MASK, "pse_shift", "kv_padding_size",
                   "block_table")
-        check_values(plan, {**{n: _torch_of(bound[n]) for n in needed}, "key": V.meta_of(key)})
+        check_values(plan, {**{n: host_torch(bound[n]) for n in needed}, "key": V.meta_of(key)})
         bound["actual_seq_lengths"] = values["actual_seq_lengths"]
         return bound
-
-    def __call__(self, *args, **kwargs):
-        # From Python (PyNative, or the top level of GRAPH_MODE): check everything on the host first, so
-        # errors are raised before any kernel runs (PyNative swallows pyfunc errors).
-        bound = self.check(*args, **kwargs)
-        bound["actual_seq_lengths"] = _hostint64_tensor(bound["actual_seq_lengths"])
-        for name in ("key", "value"):
-            if _is_list(bound[name]):
-                bound[name] = list(bound[name])
-        return super().__call__(**bound)
 
     def construct(self, query, key, value, attn_mask=None, actual_seq_lengths=None, pse_shift=None,
                   dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None,
@@ -419,7 +291,6 @@ class IncreFlashAttentionV2(nn.Cell):
         if is_bf16(query) and quant_scale2 is None:
             out = ops.cast(out, ms.bfloat16)
         return out
-
 
     def _aclnn(self, query, key, value, attn_mask, actual_seq_lengths, pse_shift, dequant_scale1, quant_scale1,
                dequant_scale2, quant_scale2, quant_offset2, antiquant_scale, antiquant_offset, block_table,

@@ -29,16 +29,14 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from .. import backends
 from .. import validation as V
 from .. import validation_self_attention as SV
-from ._bridge import (bf16_names, bind_inputs, custom_inputs, int64_tensor, is_bf16, present_names, to_numpy,
-                      to_torch)
+from ._bridge import bf16_names, custom_inputs, host_torch, int64_tensor, is_bf16, present_names
+from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, split_metas
 
 OP = SV.OP
 INPUTS = ("query", "key", "value", "cache_k", "cache_v", "attention_mask", "token_offset", "seq_len", "layer_id",
@@ -98,62 +96,6 @@ def check_inputs(attrs: SAAttrs, values: dict):
 
 # ----------------------------------------------------------------------------- the Custom op
 
-@dataclass(frozen=True)
-class OpKey:
-    """What a Custom op is specialised on: the given optional inputs, those that were bf16, and the per-batch
-    cache lengths of a concatenated kv tensor list (None for one cache tensor)."""
-
-    present: tuple[str, ...]
-    bf16: tuple[str, ...]
-    cache_splits: tuple[int, ...] | None
-
-
-def _split(meta: V.TensorMeta, splits):
-    """Per-batch metas of a concatenated kv tensor list (sequence axis -2)."""
-    if splits is None or meta is None:
-        return meta
-    if meta.shape is None:
-        return [V.TensorMeta(None, meta.dtype) for _ in splits]
-    return [V.TensorMeta(meta.shape[:-2] + (s,) + meta.shape[-1:], meta.dtype) for s in splits]
-
-
-def _run_kernel(attrs: SAAttrs, key: OpKey, arrays: tuple):
-    """pyfunc body: numpy arrays -> torch (bf16 restored, tensor list split, caches copied) -> check -> core."""
-    import torch
-    from ..kernels import self_attention as kernel
-
-    tensors, host = {}, {}
-    for name, array in zip(INPUTS, arrays):
-        if name not in key.present:
-            tensors[name] = None
-        elif name in HOST:
-            host[name] = [int(x) for x in np.asarray(array).reshape(-1)]
-        else:
-            t = to_torch(array)
-            tensors[name] = t.to(torch.bfloat16) if name in key.bf16 else t
-    caches = {}
-    for name in ("cache_k", "cache_v"):
-        t = tensors.pop(name)
-        if t is None:
-            caches[name] = []
-        elif key.cache_splits:
-            caches[name] = list(torch.split(t, list(key.cache_splits), dim=-2))
-        else:
-            caches[name] = [t.clone()]  # written by the kernel: never MindSpore's input buffer
-    values = {n: V.meta_of(t) for n, t in tensors.items()}
-    values.update({n: [V.meta_of(t) for t in c] if key.cache_splits else (V.meta_of(c[0]) if c else None)
-                   for n, c in caches.items()})
-    values.update(host)
-    plan = check_inputs(attrs, values)
-    out = kernel.self_attention(plan, tensors["query"], tensors["key"], tensors["value"], caches["cache_k"],
-                                caches["cache_v"], **{n: tensors[n] for n in ("attention_mask", "slopes", "log_n",
-                                                                              "qk_descale", "vpv_descale",
-                                                                              "p_scale")})
-    outs = [out] + ([caches["cache_k"][0], caches["cache_v"][0]] if attrs.writes_cache else [])
-    result = tuple(to_numpy(o.float() if o.dtype == torch.bfloat16 else o) for o in outs)
-    return result if attrs.writes_cache else result[0]
-
-
 def _stand_ins(attrs: SAAttrs, host_shapes: dict) -> dict:
     """Plausible host values for the compile-time check (their real values are checked at run time):
     batch from the shape of ``seq_len``, one query row per batch (DECODER) or none, KV length 1."""
@@ -168,69 +110,68 @@ def _stand_ins(attrs: SAAttrs, host_shapes: dict) -> dict:
     return out
 
 
-class _Infer:
-    """infer_shape / infer_dtype of one Custom op (shapes arrive first, then dtypes: the check runs in the
-    dtype pass on both)."""
+class _SaPyfunc(PyfuncOp):
+    """The Custom op over ``kernels.self_attention``: INPUTS in, ``attention_out`` (and the updated caches when
+    the op writes them) out. Shapes arrive first, then dtypes: the check runs in the dtype pass on both, with
+    plausible stand-ins for the host values. A kv tensor list concatenated in ``construct`` is split back
+    along the sequence axis -2 (``key.splits``)."""
 
-    def __init__(self, attrs: SAAttrs, key: OpKey):
-        self.attrs, self.key, self.shapes = attrs, key, None
-
-    def _values(self, shapes, dtypes) -> dict:
-        values, host_shapes = {}, {}
-        for i, name in enumerate(INPUTS):
-            if name not in self.key.present:
-                continue
-            shape = None if shapes is None else tuple(int(d) for d in shapes[i])
-            if shape is not None and any(d < 0 for d in shape):
-                shape = None  # dynamic dims: unknown
-            if name in HOST:
-                V.check_int_sequence_meta(OP, name, V.TensorMeta(shape, V.dtype_name(dtypes[i])))
-                host_shapes[name] = shape
-                continue
-            dtype = "bfloat16" if name in self.key.bf16 else V.dtype_name(dtypes[i])
-            values[name] = V.TensorMeta(shape, dtype)
-        for name in ("cache_k", "cache_v"):
-            values[name] = _split(values.get(name), self.key.cache_splits)
-        if shapes is None or any(s is None for s in host_shapes.values()):
-            values.update({n: ... for n in host_shapes})
-            values["seq_len"] = ...
-        else:
-            values.update(_stand_ins(self.attrs, host_shapes))
-        return values
+    OP = OP
+    SLOTS = INPUTS
+    INT_LISTS = HOST
 
     def _outputs(self, query, cache):
         return [query, cache, cache] if self.attrs.writes_cache else query
 
-    def shape(self, *shapes):
-        self.shapes = shapes
+    def infer_shapes(self, metas, shapes):
         return self._outputs(list(shapes[0]), list(shapes[INPUTS.index("cache_k")]))
 
-    def dtype(self, *dtypes):
-        shapes, self.shapes = self.shapes, None
-        values = self._values(shapes, dtypes)
-        plan = check_inputs(self.attrs, values)
+    def infer_dtypes(self, metas, dtypes, shapes):
+        host_shapes = {n: metas.pop(n).shape for n in HOST if n in metas}
+        for name in ("cache_k", "cache_v"):
+            metas[name] = split_metas(metas.get(name), self.key.splits, -2)
+        if shapes is None or any(s is None for s in host_shapes.values()):
+            metas.update({n: ... for n in host_shapes})
+            metas["seq_len"] = ...
+        else:
+            metas.update(_stand_ins(self.attrs, host_shapes))
+        plan = check_inputs(self.attrs, metas)
         out = plan.out_dtype if plan is not None else (
             {SV.ACL_FLOAT16: "float16", SV.ACL_BF16: "bfloat16"}.get(self.attrs.out_data_type)
-            or values["query"].dtype)
+            or metas["query"].dtype)
         as_ms = lambda name: ms.float32 if name == "bfloat16" else getattr(ms, name)  # noqa: E731
-        cache = values.get("cache_k")
+        cache = metas.get("cache_k")
         return self._outputs(as_ms(out), None if not isinstance(cache, V.TensorMeta) else as_ms(cache.dtype))
+
+    def run(self, tensors, lists):
+        import torch
+        from ..kernels import self_attention as kernel
+        caches = {}
+        for name in ("cache_k", "cache_v"):
+            t = tensors.pop(name)
+            if t is None:
+                caches[name] = []
+            elif self.key.splits:
+                caches[name] = list(torch.split(t, list(self.key.splits), dim=-2))
+            else:
+                caches[name] = [t.clone()]  # written by the kernel: never MindSpore's input buffer
+        values = {n: V.meta_of(t) for n, t in tensors.items()}
+        values.update({n: [V.meta_of(t) for t in c] if self.key.splits else (V.meta_of(c[0]) if c else None)
+                       for n, c in caches.items()})
+        values.update(lists)
+        plan = check_inputs(self.attrs, values)
+        out = kernel.self_attention(plan, tensors["query"], tensors["key"], tensors["value"], caches["cache_k"],
+                                    caches["cache_v"], **{n: tensors[n] for n in ("attention_mask", "slopes", "log_n",
+                                                                                  "qk_descale", "vpv_descale",
+                                                                                  "p_scale")})
+        return (out, caches["cache_k"][0], caches["cache_v"][0]) if self.attrs.writes_cache else out
 
 
 @functools.lru_cache(maxsize=None)
 def custom_op(attr_values: tuple, present: tuple, bf16: tuple, cache_splits) -> ops.Custom:
     """The Custom op for these attributes and this combination of inputs (cached; plain tuples, so a graph
     can evaluate this at compile time)."""
-    attrs, key = SAAttrs(*attr_values), OpKey(tuple(present), tuple(bf16), cache_splits)
-    infer = _Infer(attrs, key)
-
-    def sa_kernel(query, key_, value, cache_k, cache_v, attention_mask, token_offset, seq_len, layer_id,
-                  batch_run_status, slopes, qk_descale, qk_offset, vpv_descale, vpv_offset, p_scale, log_n):
-        return _run_kernel(attrs, key, (query, key_, value, cache_k, cache_v, attention_mask, token_offset, seq_len,
-                                        layer_id, batch_run_status, slopes, qk_descale, qk_offset, vpv_descale,
-                                        vpv_offset, p_scale, log_n))
-
-    return ops.Custom(func=sa_kernel, out_shape=infer.shape, out_dtype=infer.dtype, func_type="pyfunc")
+    return _SaPyfunc(SAAttrs(*attr_values), OpKey(present, bf16, cache_splits)).custom()
 
 
 # ----------------------------------------------------------------------------- construct helpers
@@ -242,24 +183,7 @@ def _is_list(x):
 @functools.lru_cache(maxsize=None)
 def _cache_splits(key_shapes: tuple, value_shapes: tuple):
     """Per-batch lengths of a kv tensor list, after the checks its concatenation needs (validation's messages)."""
-    if len(key_shapes) != len(value_shapes):
-        raise V.value_error(OP, "cache_v", "the same form as cache_k (a tensor, or a list of as many tensors)",
-                            f"{len(value_shapes)} tensor(s) for {len(key_shapes)}")
-    for i, (k, v) in enumerate(zip(key_shapes, value_shapes)):
-        V.check_same_shape(OP, f"cache_v[{i}]", V.TensorMeta(tuple(v), None), f"cache_k[{i}]",
-                           V.TensorMeta(tuple(k), None))
-        if len(k) < 2 or tuple(k[:-2]) + tuple(k[-1:]) != tuple(key_shapes[0][:-2]) + tuple(key_shapes[0][-1:]):
-            raise V.value_error(OP, f"cache_k[{i}]", "the shape of cache_k[0] except the sequence axis",
-                                f"shape {V.quote(tuple(k))}")
-    return tuple(int(k[-2]) for k in key_shapes)
-
-
-def _host_mask(x):
-    """The mask's values as a CPU torch tensor of its dtype (bf16 through float32, exact), for ``__call__``."""
-    import torch
-    if x is None or not hasattr(x, "asnumpy"):
-        return x
-    return to_torch(x.astype(ms.float32).asnumpy()).to(getattr(torch, V.dtype_name(x.dtype)))
+    return list_splits(OP, "cache_k", "cache_v", key_shapes, value_shapes, -2, "the sequence axis")
 
 
 def _host_list(name, x):
@@ -270,7 +194,7 @@ def _host_list(name, x):
 
 # ----------------------------------------------------------------------------- the primitive
 
-class SelfAttention(nn.Cell):
+class SelfAttention(Primitive):
     r"""ATB SelfAttention (``atb::infer::SelfAttentionParam``) as a MindSpore primitive.
 
     ``SelfAttention(head_num, kv_head_num=0, qk_scale=1.0, q_scale=1.0, calc_type=0, kernel_type=0,
@@ -284,6 +208,10 @@ class SelfAttention(nn.Cell):
     ``attention_out``, or ``(attention_out, cache_k, cache_v)`` with the updated caches when the op writes
     the KV cache (K_CACHE_V_CACHE with calc_type UNDEFINED / ENCODER / DECODER).
     """
+
+    OP = OP
+    INPUTS = INPUTS
+    INT_LISTS = HOST
 
     def __init__(self, head_num=1, kv_head_num=0, qk_scale=1.0, q_scale=1.0, calc_type=0, kernel_type=0,
                  clamp_type=0, clamp_min=0.0, clamp_max=0.0, mask_type=0, kv_cache_cfg=0, scale_type=0, quant_type=0,
@@ -300,15 +228,12 @@ class SelfAttention(nn.Cell):
         self.bf16_quant_out = attrs.out_data_type == SV.ACL_BF16
         # ATB's own op on Ascend; the ascend_attn package has no kernel for it, so this is the fallback
         self.backend = backends.select("mindspore", OP, ms.get_context("device_target"))[0].name
-        self._absent = ms.Tensor(np.zeros((1,), np.uint8))
+        self._absent = absent_placeholder()
 
     def check(self, *args, **kwargs) -> dict:
         """Everything on the host: shapes, dtypes, host list values, the mask values the kernel checks."""
         from ..kernels import self_attention as kernel
-        bound = bind_inputs(INPUTS, args, kwargs, OP)
-        if bound.get("query") is None:
-            raise TypeError(f"{OP}: missing input 'query'")
-        bound = {n: bound.get(n) for n in INPUTS}
+        bound = self.bind(args, kwargs, required=("query",))
         values = {}
         for name, x in bound.items():
             if name in HOST:
@@ -319,19 +244,9 @@ class SelfAttention(nn.Cell):
                 values[name] = V.meta_of(x)
         plan = check_inputs(self.attrs, values)
         if plan is not None:
-            kernel.check_device_values(plan, _host_mask(bound["attention_mask"]))
+            kernel.check_device_values(plan, host_torch(bound["attention_mask"]))
         bound.update({n: values[n] for n in HOST})
         return bound
-
-    def __call__(self, *args, **kwargs):
-        bound = self.check(*args, **kwargs)
-        for name in HOST:
-            if bound[name] is not None:
-                bound[name] = ms.Tensor(np.asarray(bound[name], dtype=np.int64).reshape(-1))
-        for name in ("cache_k", "cache_v"):
-            if _is_list(bound[name]):
-                bound[name] = list(bound[name])
-        return super().__call__(**bound)
 
     def construct(self, query, key=None, value=None, cache_k=None, cache_v=None, attention_mask=None,
                   token_offset=None, seq_len=None, layer_id=None, batch_run_status=None, slopes=None, qk_descale=None,

@@ -1,23 +1,22 @@
-"""MindSpore FlashAttention V4: varlen (TND) forward and grad primitives, and ``flash_attention_score``.
+"""MindSpore FlashAttention V4: the varlen (TND) forward and grad primitives.
 
 * :class:`FlashAttentionVarLenScoreV4` (aclnnFlashAttentionVarLenScoreV4) and
   :class:`FlashAttentionUnpaddingScoreGradV4` (aclnnFlashAttentionUnpaddingScoreGradV4): primitive-like
   Cells, attributes in the constructor, tensors and host integer lists as call inputs. The forward's
   ``ops.Custom`` carries a ``bprop`` that calls the grad primitive's op, so ``ms.grad`` /
   ``value_and_grad`` differentiate with respect to query, key and value in PyNative and GRAPH_MODE.
-* :func:`flash_attention_score`: MindSpore's functional signature; ``input_layout`` "TND" goes straight
-  to the V4 primitive, "BSH", "SBH", "BSND" and "BNSD" (uniform S1, S2) are converted to TND and back.
+* ``flash_attention_score`` (MindSpore's functional signature, all input layouts) is
+  ``flash_attention_score.py``, a layout adapter over the forward primitive.
 
-Backend (``backends.select``): the ``ops.Custom`` pyfunc around the torch core ``kernels/flash_attention.py``
-(through ``_bridge``). Validation is the shared module's, at three points, as for RingAttentionUpdate:
+Backend (``backends.select``): the ``ops.Custom`` pyfunc around the torch core ``kernels/flash_attention.py``,
+built from the ``_op`` skeleton. Validation is the shared module's, at three points, as for every op:
 ``__call__`` (from Python, any mode: everything, including host values of the length lists and the
 compressed-mask content), the Custom op's infer functions (GRAPH_MODE compile: shapes and dtypes; the
 length values are not known there) and the pyfunc (run time: everything again; MindSpore swallows
 pyfunc errors in PyNative, hence the ``__call__`` check).
 
 Absent optional inputs travel as a one-byte placeholder tensor; which inputs are real is part of the
-key of a lazily built, cached Custom op (one per combination actually used), so every kernel function
-has a fixed, explicit parameter list (pyfunc takes a ``*args`` kernel as one tuple input).
+key of a lazily built, cached Custom op (one per combination actually used).
 
 bfloat16: pyfunc cannot carry it, so bf16 tensors are cast to float32 around the Custom op (exact) and
 the pyfunc casts them back to bfloat16 before calling the torch kernel, which therefore computes exactly
@@ -26,20 +25,17 @@ as float32 holding bf16 values and are cast to bf16 (exact). float16 passes thro
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
-import numpy as np
-
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op
-from ._bridge import (bf16_names, bind_inputs, custom_inputs, int64_tensor, is_bf16, present_names, to_numpy,
-                      to_torch)
+from ._bridge import bf16_names, custom_inputs, host_torch, int64_tensor, is_bf16, present_names
+from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder, renamed
 
 FWD_OP = V.FA_FWD_OP
 GRAD_OP = V.FA_GRAD_OP
@@ -59,31 +55,6 @@ CASTABLE = ("query", "key", "value", "dy", "pse", "attention_in")
 # messages name what the user passed.
 FWD_MS_NAMES = {"pse": "real_shift", "atten_mask": "attn_mask"}
 GRAD_MS_NAMES = {"pse": "pse_shift"}
-FUNCTIONAL_MS_NAMES = {"pse": "real_shift", "atten_mask": "attn_mask", "scale_value": "scalar_value"}
-
-NON_TND_LAYOUTS = ("BSH", "SBH", "BSND", "BNSD")
-INPUT_LAYOUTS = ("TND",) + NON_TND_LAYOUTS
-NON_TND_SPARSE_MODES = (0, 1, 2, 3, 4, 6)
-
-
-# ----------------------------------------------------------------------------- messages
-
-@contextlib.contextmanager
-def ms_names(names: dict):
-    """Re-raise validation errors under MindSpore's argument names (``pse`` -> ``real_shift`` ...).
-
-    Only the argument the message is about (``<op>: <arg> only supports``) is renamed; type and text
-    otherwise stay those of ``validation.py``.
-    """
-    try:
-        yield
-    except (ValueError, TypeError) as exc:
-        text = str(exc)
-        for op in (FWD_OP, GRAD_OP):
-            for old, new in names.items():
-                if text.startswith(f"{op}: {old} only supports"):
-                    raise type(exc)(f"{op}: {new}" + text[len(f"{op}: {old}"):]) from None
-        raise
 
 
 # ----------------------------------------------------------------------------- attributes and checks
@@ -148,13 +119,8 @@ def check_compile_time(op: str, attrs: FlashAttrs, metas: dict, shapes_known: bo
     pse forms, per-sequence mode rules) run in the pyfunc once the values exist.
     """
     values = dict(metas)
-    batch = 1
-    for name in ("actual_seq_qlen", "actual_seq_kvlen", "prefix", "q_start_idx", "kv_start_idx"):
-        meta = metas.get(name)
-        if meta is not None:
-            V.check_int_sequence_meta(op, name, meta)
-            if name == "actual_seq_qlen" and meta.shape and meta.shape[0] > 0:
-                batch = meta.shape[0]
+    seq_meta = metas.get("actual_seq_qlen")  # a 1-D integer tensor (the skeleton checked it)
+    batch = seq_meta.shape[0] if seq_meta is not None and seq_meta.shape and seq_meta.shape[0] > 0 else 1
     for name in ("actual_seq_qlen", "actual_seq_kvlen", "prefix"):
         values[name] = None if metas.get(name) is None else [0] * batch
     for name in ("q_start_idx", "kv_start_idx"):
@@ -174,9 +140,7 @@ def check_mask_content(op: str, plan, atten_mask) -> None:
     """
     if atten_mask is not None and plan is not None and plan.mask_form == "compressed":
         from ..kernels.flash_attention import check_compressed_mask
-        if hasattr(atten_mask, "asnumpy"):
-            atten_mask = to_torch(atten_mask.asnumpy())
-        check_compressed_mask(atten_mask, plan.sparse_mode, op)
+        check_compressed_mask(host_torch(atten_mask), plan.sparse_mode, op)
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,92 +151,66 @@ def reject_reserved(op: str, name: str, given: bool) -> bool:
     return True
 
 
-def _shape_meta(shape) -> tuple | None:
-    shape = tuple(int(d) for d in shape)
-    return None if any(d < 0 for d in shape) else shape  # dynamic dims: unknown
-
-
 # ----------------------------------------------------------------------------- Custom ops
 
-@dataclass(frozen=True)
-class OpKey:
-    """What a Custom op is specialised on: which optional slots are real, which were bf16."""
+class _FlashPyfunc(PyfuncOp):
+    """The Custom op of the forward or the grad over ``kernels/flash_attention.py``.
 
-    present: tuple[str, ...]
-    bf16: tuple[str, ...]
-
-
-def _run_kernel(op: str, attrs: FlashAttrs, key: OpKey, slots: tuple, arrays: tuple):
-    """pyfunc body: numpy arrays of all slots -> torch (bf16 restored) -> check -> kernel -> numpy."""
-    import torch
-    from ..kernels import flash_attention as kernel
-
-    tensors, lists = {}, {}
-    for name, array in zip(slots, arrays):
-        if name not in key.present:
-            continue
-        if name in INT_LISTS:
-            lists[name] = [int(x) for x in np.asarray(array).reshape(-1)]
-        else:
-            t = to_torch(array)
-            tensors[name] = t.to(torch.bfloat16) if name in key.bf16 else t
-    if "drop_mask" in tensors:
-        tensors["drop_mask"] = tensors["drop_mask"].reshape(-1)  # bit-packed: any shape, flat order
-    values = {n: V.meta_of(t) for n, t in tensors.items()}
-    values.update(lists)
-    plan = check_inputs(op, attrs, values)
-    check_mask_content(op, plan, tensors.get("atten_mask"))
-    extra = {n: tensors.get(n) for n in ("pse", "drop_mask", "atten_mask")}
-    if op == FWD_OP:
-        outs = kernel.flash_attention_forward(tensors["query"], tensors["key"], tensors["value"], plan, **extra)
-    else:
-        outs = kernel.flash_attention_backward(tensors["query"], tensors["key"], tensors["value"], tensors["dy"],
-                                               tensors["softmax_max"], tensors["softmax_sum"],
-                                               tensors["attention_in"], plan, **extra)
-    return tuple(to_numpy(o.float() if o.dtype == torch.bfloat16 else o) for o in outs)
-
-
-class _Infer:
-    """infer_shape / infer_dtype of one Custom op: the compile-time check, then output shapes/dtypes.
-
-    The graph compiler calls them separately (shapes first); each pass checks what it can see.
-    Inputs that were cast from bf16 in ``construct`` are validated as bf16.
+    The shape pass checks shapes, the dtype pass dtypes alone (the rules that need both also need the
+    length values, so they run in the pyfunc).
     """
 
-    def __init__(self, op: str, attrs: FlashAttrs, key: OpKey, slots: tuple, names: dict):
-        self.op, self.attrs, self.key, self.slots, self.names = op, attrs, key, slots, names
+    INT_LISTS = INT_LISTS
 
-    def _metas(self, shapes, dtypes) -> dict:
-        metas = {}
-        for i, name in enumerate(self.slots):
-            if name not in self.key.present:
-                continue
-            shape = None if shapes is None else _shape_meta(shapes[i])
-            dtype = None
-            if dtypes is not None:
-                dtype = "bfloat16" if name in self.key.bf16 else V.dtype_name(dtypes[i])
-            metas[name] = V.TensorMeta(shape, dtype)
-        return metas
+    def infer_shapes(self, metas, shapes):
+        check_compile_time(self.OP, self.attrs, metas, shapes_known=True)
+        return self.out_shapes(*(list(s) for s in shapes[:3]))
 
-    def shape(self, *shapes):
-        with ms_names(self.names):
-            check_compile_time(self.op, self.attrs, self._metas(shapes, None), shapes_known=True)
-        q, k, v = (list(s) for s in shapes[:3])
-        if self.op == FWD_OP:
-            return q, [q[0], q[1], 8], [q[0], q[1], 8]
+    def infer_dtypes(self, metas, dtypes, shapes):
+        metas = {n: V.TensorMeta(None, m.dtype) for n, m in metas.items()}
+        check_compile_time(self.OP, self.attrs, metas, shapes_known=False)
+        return self.out_dtypes(*dtypes[:3])
+
+    def run(self, tensors, lists):
+        if tensors["drop_mask"] is not None:
+            tensors["drop_mask"] = tensors["drop_mask"].reshape(-1)  # bit-packed: any shape, flat order
+        values = {n: V.meta_of(t) for n, t in tensors.items()}
+        values.update(lists)
+        plan = check_inputs(self.OP, self.attrs, values)
+        check_mask_content(self.OP, plan, tensors["atten_mask"])
+        from ..kernels import flash_attention as kernel
+        return self.compute(kernel, tensors, plan, {n: tensors[n] for n in ("pse", "drop_mask", "atten_mask")})
+
+
+class _ForwardPyfunc(_FlashPyfunc):
+    """FWD_SLOTS in, ``(out, max, sum)`` out."""
+
+    OP, SLOTS, MS_NAMES = FWD_OP, FWD_SLOTS, FWD_MS_NAMES
+
+    def out_shapes(self, q, k, v):
+        return q, [q[0], q[1], 8], [q[0], q[1], 8]
+
+    def out_dtypes(self, q, k, v):
+        return q, ms.float32, ms.float32
+
+    def compute(self, kernel, t, plan, extra):
+        return kernel.flash_attention_forward(t["query"], t["key"], t["value"], plan, **extra)
+
+
+class _GradPyfunc(_FlashPyfunc):
+    """GRAD_SLOTS in, ``(dq, dk, dv)`` out."""
+
+    OP, SLOTS, MS_NAMES = GRAD_OP, GRAD_SLOTS, GRAD_MS_NAMES
+
+    def out_shapes(self, q, k, v):
         return q, k, v
 
-    def dtype(self, *dtypes):
-        with ms_names(self.names):
-            check_compile_time(self.op, self.attrs, self._metas(None, dtypes), shapes_known=False)
-        q, k, v = dtypes[:3]
-        if self.op == FWD_OP:
-            return q, ms.float32, ms.float32
+    def out_dtypes(self, q, k, v):
         return q, k, v
 
-
-def _placeholder():
-    return ms.Tensor(np.zeros((1,), np.uint8))
+    def compute(self, kernel, t, plan, extra):
+        return kernel.flash_attention_backward(t["query"], t["key"], t["value"], t["dy"], t["softmax_max"],
+                                               t["softmax_sum"], t["attention_in"], plan, **extra)
 
 
 @functools.lru_cache(maxsize=None)
@@ -285,45 +223,20 @@ def custom_op(op: str, attr_values: tuple, present: tuple, bf16: tuple) -> ops.C
     """
     attrs, key = FlashAttrs(*attr_values), OpKey(tuple(present), tuple(bf16))
     if op == GRAD_OP:
-        return build_grad_custom(attrs, key)
+        return _GradPyfunc(attrs, key).custom()
     # The bprop's grad op takes dy / attention_in like query (both bf16 when query was), and the
     # forward's statistics in its softmax_out_layout.
     extra = ("dy", "attention_in") if "query" in key.bf16 else ()
     grad = custom_op(GRAD_OP, attr_values, key.present + ("dy", "softmax_max", "softmax_sum", "attention_in"),
                      key.bf16 + extra)
-    return build_forward_custom(attrs, key, grad)
+    return _ForwardPyfunc(attrs, key).custom(bprop=_forward_bprop(grad))
 
 
-def build_grad_custom(attrs: FlashAttrs, key: OpKey) -> ops.Custom:
-    """Custom op over ``kernels.flash_attention_backward``: GRAD_SLOTS in, ``(dq, dk, dv)`` out."""
-    infer = _Infer(GRAD_OP, attrs, key, GRAD_SLOTS, GRAD_MS_NAMES)
-
-    def grad_kernel(query, key_, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_in,
-                    prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx):
-        arrays = (query, key_, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_in,
-                  prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx)
-        with ms_names(GRAD_MS_NAMES):
-            return _run_kernel(GRAD_OP, attrs, key, GRAD_SLOTS, arrays)
-
-    return ops.Custom(func=grad_kernel, out_shape=infer.shape, out_dtype=infer.dtype, func_type="pyfunc")
-
-
-def build_forward_custom(attrs: FlashAttrs, key: OpKey, grad_custom: ops.Custom) -> ops.Custom:
-    """Custom op over ``kernels.flash_attention_forward``: FWD_SLOTS in, ``(out, max, sum)`` out.
-
-    Its bprop is the grad primitive's op (same attributes, ``softmax_in_layout`` = the forward's
-    ``softmax_out_layout``); the statistics are not differentiable outputs (as in CANN), and only
-    query, key and value get gradients (dpse is unused in V4).
-    """
-    infer = _Infer(FWD_OP, attrs, key, FWD_SLOTS, FWD_MS_NAMES)
-
-    def forward_kernel(query, key_, value, pse, drop_mask, atten_mask, prefix, actual_seq_qlen,
-                       actual_seq_kvlen, q_start_idx, kv_start_idx):
-        arrays = (query, key_, value, pse, drop_mask, atten_mask, prefix, actual_seq_qlen, actual_seq_kvlen,
-                  q_start_idx, kv_start_idx)
-        with ms_names(FWD_MS_NAMES):
-            return _run_kernel(FWD_OP, attrs, key, FWD_SLOTS, arrays)
-
+def _forward_bprop(grad_custom: ops.Custom):
+    """The forward Custom op's bprop: the grad primitive's op (same attributes, ``softmax_in_layout`` = the
+    forward's ``softmax_out_layout``). The statistics are not differentiable outputs (as in CANN), and only
+    query, key and value get gradients (dpse is unused in V4). Its parameters are spelled out: GRAPH_MODE
+    parses it."""
     def bprop(query, key_, value, pse, drop_mask, atten_mask, prefix, actual_seq_qlen, actual_seq_kvlen,
               q_start_idx, kv_start_idx, out, dout):
         dq, dk, dv = grad_custom(query, key_, value, dout[0], pse, drop_mask, atten_mask, out[1], out[2], out[0],
@@ -331,9 +244,7 @@ def build_forward_custom(attrs: FlashAttrs, key: OpKey, grad_custom: ops.Custom)
         return (dq, dk, dv, ops.zeros_like(pse), ops.zeros_like(drop_mask), ops.zeros_like(atten_mask),
                 ops.zeros_like(prefix), ops.zeros_like(actual_seq_qlen), ops.zeros_like(actual_seq_kvlen),
                 ops.zeros_like(q_start_idx), ops.zeros_like(kv_start_idx))
-
-    return ops.Custom(func=forward_kernel, out_shape=infer.shape, out_dtype=infer.dtype, func_type="pyfunc",
-                      bprop=bprop)
+    return bprop
 
 
 # ----------------------------------------------------------------------------- Ascend: aclnn
@@ -370,20 +281,7 @@ def aclnn_op(op: str, attr_values: tuple) -> ops.Custom:
                   lambda *d: (ms.float32, ms.float32, d[0], d[0]), bprop=bprop)
 
 
-# ----------------------------------------------------------------------------- construct helpers
-
-
-
-def _hostint64_tensor(x):
-    """Host length argument (list, tuple, int, numpy / torch / MindSpore tensor) -> int64 MindSpore tensor."""
-    if x is None or isinstance(x, ms.Tensor):
-        return x
-    if isinstance(x, int):
-        x = [x]
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return ms.Tensor(np.asarray(x, dtype=np.int64).reshape(-1))
-
+# ----------------------------------------------------------------------------- the primitives
 
 def _host_tuple(op: str, name: str, x):
     """Host length argument -> tuple of ints (an aclIntArray input of an aot op), or None."""
@@ -405,23 +303,22 @@ def _host_values(op: str, bound: dict, ms_to_v: dict) -> dict:
     return values
 
 
-class _FlashPrimitive(nn.Cell):
-    """Shared machinery of the two primitives: host check in ``__call__``, Custom ops per OpKey."""
+class _FlashPrimitive(Primitive):
+    """Shared machinery of the two primitives: the host check, the aclnn op on Ascend."""
 
-    OP = ""
-    INPUTS: tuple = ()
     MS_NAMES: dict = {}
     RESERVED: tuple = ()  # reserved inputs that must be None (paddingMask, softmaxIn)
+    INT_LISTS = INT_LISTS
 
     def __init__(self, attrs: FlashAttrs):
         super().__init__()
-        with ms_names(self.MS_NAMES):
+        with renamed(self.MS_NAMES):
             check_attributes(self.OP, attrs)
         self.attrs = attrs
         self.attr_values = tuple(attrs.__dict__.values())  # graph constants for custom_op(...)
         backend, _ = backends.select("mindspore", self.OP, ms.get_context("device_target"))
         self.backend = backend.name
-        self._absent = _placeholder()
+        self._absent = absent_placeholder()
         # Ascend: the aclnn op (graph constants: the op and its attribute values)
         self.aclnn_op = aclnn_op(self.OP, self.attr_values) if backend.name == "mindspore.kernels" else None
         api = aclnn.FA_GRAD_V4 if self.OP == GRAD_OP else aclnn.FA_FORWARD_V4
@@ -433,27 +330,22 @@ class _FlashPrimitive(nn.Cell):
 
     def check(self, *args, **kwargs):
         """Everything, on the host (shapes, dtypes, length values, compressed-mask content)."""
-        bound = bind_inputs(self.INPUTS, args, kwargs, self.OP)
+        bound = self.bind(args, kwargs, required=("query", "key", "value"))
         for name in self.RESERVED:
             reject_reserved(self.OP, name, bound.get(name) is not None)
         bound = {n: v for n, v in bound.items() if n not in self.RESERVED}
-        with ms_names(self.MS_NAMES):
+        with renamed(self.MS_NAMES):
             values = _host_values(self.OP, bound, self._ms_to_v)
             plan = check_inputs(self.OP, self.attrs, values)
             mask_name = self.MS_NAMES.get("atten_mask", "atten_mask")
             check_mask_content(self.OP, plan, bound.get(mask_name))
         return bound
 
-    def __call__(self, *args, **kwargs):
-        # From Python (PyNative, or the top level of GRAPH_MODE): check everything on the host first,
-        # so errors are raised before any kernel runs (PyNative swallows pyfunc errors).
-        bound = self.check(*args, **kwargs)
+    def host_list_input(self, name, values):
         # CANN's forward takes the length lists as host int arrays; everything else as int64 tensors
-        host_arrays = self.aclnn_op is not None and self.OP == FWD_OP
-        lengths = {n: _host_tuple(self.OP, n, bound.get(n)) if host_arrays else _hostint64_tensor(bound.get(n))
-                   for n in INT_LISTS if n in self.INPUTS}
-        return super().__call__(**{n: lengths[n] if n in INT_LISTS else bound.get(n)
-                                   for n in self.INPUTS if n not in self.RESERVED})
+        if self.aclnn_op is not None and self.OP == FWD_OP:
+            return _host_tuple(self.OP, name, values)
+        return super().host_list_input(name, values)
 
 
 class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
@@ -557,294 +449,3 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
         if is_bf16(query):
             out = ops.cast(out, ms.bfloat16)
         return out, softmax_max, softmax_sum
-
-
-# ----------------------------------------------------------------------------- non-TND layouts
-
-@dataclass(frozen=True)
-class LayoutPlan:
-    """How a uniform-batch (non-TND) call maps onto the TND primitive.
-
-    ``mask_form``: None, "keep" (2-D: [S1, S2] or compressed), "squeeze" ([1, 1, S1, S2] -> [S1, S2])
-    or "global" ([B, 1, S1, S2] -> block-diagonal [T1, T2]); ``pse_form``: None, "flat"
-    ([B, N1, S1, S2] / [B, N1, 1, S2] -> packed 1-D), "broadcast" ([1, N1, S1, S2]) or "keep"
-    (ALiBi-compressed [B|1, N1, 1024, S2]).
-    """
-
-    batch: int
-    s1: int
-    s2: int
-    n1: int
-    n2: int
-    d: int  # head dim of query
-    dk: int  # head dim of key / value (checked equal to d by the TND validation)
-    mask_form: str | None
-    pse_form: str | None
-    seq_q: tuple[int, ...]
-    seq_kv: tuple[int, ...]
-
-
-def _bsnd_dims(op, layout, arg, shape, n, d):
-    """(B, S, N, D) of a tensor in a non-TND layout; ``n`` / ``d`` None = take from the shape."""
-    if layout in ("BSH", "SBH"):
-        b, s = (shape[0], shape[1]) if layout == "BSH" else (shape[1], shape[0])
-        h = shape[2]
-        if d is None:
-            if h % n:
-                raise V.value_error(op, "head_num", f"a divisor of the hidden size H1 = {h} of query", n)
-            d = h // n
-        if h % d:
-            raise V.value_error(op, arg, f"a hidden size that is a multiple of D = {d} (H1 / head_num)", f"H = {h}")
-        return b, s, h // d, d
-    if layout == "BSND":
-        return shape[0], shape[1], shape[2], shape[3]
-    return shape[0], shape[2], shape[1], shape[3]  # BNSD
-
-
-@functools.lru_cache(maxsize=None)
-def layout_plan(layout: str, head_num: int, q_shape: tuple, k_shape: tuple, v_shape: tuple,
-                mask_shape: tuple | None, pse_shape: tuple | None, seq_given: bool) -> LayoutPlan:
-    """Shape checks of a non-TND call and its TND mapping (cached: GRAPH_MODE runs it at compile time)."""
-    op = FWD_OP
-    if isinstance(head_num, bool) or not isinstance(head_num, int):
-        raise V.type_error(op, "head_num", "an int", type(head_num).__name__)
-    if head_num <= 0:
-        raise V.value_error(op, "head_num", "a positive int", head_num)
-    rank = 3 if layout in ("BSH", "SBH") else 4
-    form = {"BSH": "[B, S, H]", "SBH": "[S, B, H]", "BSND": "[B, S, N, D]", "BNSD": "[B, N, S, D]"}[layout]
-    for name, shape in (("query", q_shape), ("key", k_shape), ("value", v_shape)):
-        V.check_rank(op, name, V.TensorMeta(shape, None), rank, f'{form} for input_layout "{layout}"')
-    V.check_same_shape(op, "value", V.TensorMeta(v_shape, None), "key", V.TensorMeta(k_shape, None))
-    if seq_given:
-        raise V.value_error(op, "actual_seq_qlen", f'None when input_layout is "{layout}" (lengths come from the '
-                            "shapes)", "a value")
-    b, s1, n1, d = _bsnd_dims(op, layout, "query", q_shape, head_num, None)
-    if n1 != head_num:
-        raise V.value_error(op, "head_num", f"the number of query heads N1 = {n1}", head_num)
-    bk, s2, n2, dk = _bsnd_dims(op, layout, "key", k_shape, None, d if rank == 3 else None)
-    if bk != b:
-        raise V.value_error(op, "key", f"the batch size of query B = {b}", f"B = {bk}")
-    return LayoutPlan(b, s1, s2, n1, n2, d, dk,
-                      _mask_form(op, layout, mask_shape, b, s1, s2),
-                      _pse_form(op, layout, pse_shape, b, n1, s1, s2),
-                      tuple(s1 * (i + 1) for i in range(b)), tuple(s2 * (i + 1) for i in range(b)))
-
-
-def _mask_form(op, layout, shape, b, s1, s2):
-    if shape is None:
-        return None
-    if len(shape) == 2:
-        return "keep"  # [S1, S2] or compressed: the TND checks apply as they are
-    if len(shape) == 4 and shape[1:] == (1, s1, s2) and shape[0] in (1, b):
-        return "squeeze" if shape[0] == 1 else "global"
-    raise V.value_error(op, "attn_mask", f"[S1, S2] = {V.quote((s1, s2))}, [1, 1, S1, S2], [B, 1, S1, S2] = "
-                        f"{V.quote((b, 1, s1, s2))} or the compressed 2048x2048 (3072x2048) mask when input_layout "
-                        f'is "{layout}" (per-head [B, N1, S1, S2] masks are not supported)', f"shape {V.quote(shape)}")
-
-
-def _pse_form(op, layout, shape, b, n1, s1, s2):
-    if shape is None:
-        return None
-    if len(shape) == 4 and shape[1] == n1 and shape[3] == s2:
-        if shape[0] == b and shape[2] in (s1, 1):
-            return "flat"  # the TND packed full form / row form
-        if shape[0] == 1 and shape[2] == s1:
-            return "broadcast"
-        if shape[0] in (1, b) and shape[2] == V.FA_ALIBI_ROWS and s1 > V.FA_ALIBI_ROWS:
-            return "keep"
-    raise V.value_error(op, "real_shift", f"[B, N1, S1, S2] = {V.quote((b, n1, s1, s2))}, [1, N1, S1, S2], "
-                        f"[B, N1, 1, S2] or [B|1, N1, 1024, S2] (S1 > 1024) when input_layout is \"{layout}\"",
-                        f"shape {V.quote(shape)}")
-
-
-def _shape_of(x):
-    return None if x is None else tuple(x.shape)
-
-
-def _in_float32_if_bf16(move):
-    """Run a data-movement function (reshape / transpose) on a bf16 tensor through float32.
-
-    MindSpore's CPU backend has no bfloat16 Transpose / Reshape kernels, so GRAPH_MODE fails to
-    compile them; bf16 -> fp32 -> bf16 is exact, and Cast has bf16 CPU kernels."""
-    def wrapped(x, *args):
-        if x.dtype == ms.bfloat16:
-            return ops.cast(move(ops.cast(x, ms.float32), *args), ms.bfloat16)
-        return move(x, *args)
-    return wrapped
-
-
-@_in_float32_if_bf16
-def _to_tnd(x, layout, n, d):
-    """[B, S, H] / [S, B, H] / [B, S, N, D] / [B, N, S, D] -> [B*S, N, D] (differentiable MindSpore ops)."""
-    if layout == "SBH":
-        x = ops.transpose(x, (1, 0, 2))
-    elif layout == "BNSD":
-        x = ops.transpose(x, (0, 2, 1, 3))
-    return ops.reshape(x, (-1, n, d))
-
-
-@_in_float32_if_bf16
-def _from_tnd(x, layout, b, s, n, d):
-    """[B*S, N, D] -> the input layout."""
-    if layout in ("BSH", "SBH"):
-        x = ops.reshape(x, (b, s, n * d))
-        return ops.transpose(x, (1, 0, 2)) if layout == "SBH" else x
-    x = ops.reshape(x, (b, s, n, d))
-    return ops.transpose(x, (0, 2, 1, 3)) if layout == "BNSD" else x
-
-
-def _mask_to_tnd(mask, form, b, s1, s2):
-    if form == "squeeze":
-        return ops.reshape(mask, (s1, s2))
-    if form == "global":
-        # Block-diagonal [T1, T2]: sequence b's block is its mask, everything across sequences masked
-        # (never read by the kernel, which slices the diagonal blocks).
-        own = ops.reshape(ops.cast(mask, ms.bool_), (b, s1, 1, s2))
-        across = ops.reshape(ops.eye(b, b, ms.int32) == 0, (b, 1, b, 1))
-        return ops.reshape(ops.logical_or(own, across), (b * s1, b * s2))
-    return mask
-
-
-@_in_float32_if_bf16
-def _pse_to_tnd(pse, form, b, n1, s1, s2):
-    if form == "broadcast":
-        return ops.reshape(ops.broadcast_to(pse, (b, n1, s1, s2)), (-1,))
-    if form == "flat":
-        return ops.reshape(pse, (-1,))
-    return pse
-
-
-def _tnd_meta(meta, shape):
-    return None if meta is None else V.TensorMeta(shape, meta.dtype)
-
-
-class FlashAttentionScoreCell(nn.Cell):
-    """``flash_attention_score`` for one set of attributes: layout conversion around the V4 primitive.
-
-    TND: straight to :class:`FlashAttentionVarLenScoreV4`. BSH / SBH / BSND / BNSD (uniform S1, S2 per
-    batch): q/k/v to ``[B*S, N, D]``, lengths ``[S, 2S, ...]``, masks and pse to their TND forms, outputs
-    back to the input layout, statistics ``[B, N1, S1, 8]`` (the NTD data of the TND call).
-    """
-
-    INPUTS = ("query", "key", "value", "real_shift", "drop_mask", "attn_mask", "prefix", "actual_seq_qlen",
-              "actual_seq_kvlen")
-
-    def __init__(self, head_num, keep_prob=1.0, scalar_value=1.0, pre_tokens=MAX_TOKENS, next_tokens=MAX_TOKENS,
-                 inner_precise=0, input_layout="TND", sparse_mode=0, softmax_out_layout=""):
-        super().__init__()
-        op = FWD_OP
-        V.check_choice(op, "input_layout", input_layout, INPUT_LAYOUTS)
-        if input_layout != "TND":
-            if sparse_mode not in NON_TND_SPARSE_MODES:
-                raise V.value_error(op, "sparse_mode", f'0, 1, 2, 3, 4 or 6 when input_layout is "{input_layout}"',
-                                    sparse_mode)
-            if softmax_out_layout != "":
-                raise V.value_error(op, "softmax_out_layout", f'"" when input_layout is "{input_layout}" (statistics '
-                                    "are [B, N1, S1, 8])", V.quote(softmax_out_layout))
-        with ms_names(FUNCTIONAL_MS_NAMES):
-            self.prim = FlashAttentionVarLenScoreV4(head_num, scalar_value, keep_prob, pre_tokens, next_tokens,
-                                                    inner_precise, sparse_mode, 1, softmax_out_layout)
-        self.head_num = head_num
-        self.input_layout = input_layout
-
-    def plan(self, query, key, value, real_shift, attn_mask, seq_given):
-        return layout_plan(self.input_layout, self.head_num, tuple(query.shape), tuple(key.shape),
-                           tuple(value.shape), _shape_of(attn_mask), _shape_of(real_shift), seq_given)
-
-    def check(self, *args, **kwargs):
-        """Host check of a call (MindSpore names); non-TND: layout shapes, then the TND call's checks."""
-        bound = bind_inputs(self.INPUTS, args, kwargs, FWD_OP)
-        call = {n: bound.get(n) for n in self.INPUTS}
-        if self.input_layout == "TND":
-            with ms_names(FUNCTIONAL_MS_NAMES):
-                self.prim.check(**call)
-            return call
-        seq_given = call["actual_seq_qlen"] is not None or call["actual_seq_kvlen"] is not None
-        plan = self.plan(call["query"], call["key"], call["value"], call["real_shift"], call["attn_mask"], seq_given)
-        with ms_names(FUNCTIONAL_MS_NAMES):
-            values = self._tnd_values(plan, call)
-            tnd_plan = check_inputs(FWD_OP, self.prim.attrs, values)
-            if plan.mask_form == "keep":
-                check_mask_content(FWD_OP, tnd_plan, call["attn_mask"])
-        return call
-
-    def _tnd_values(self, plan: LayoutPlan, call: dict) -> dict:
-        """Validation values of the TND call a non-TND call becomes (metas only, nothing converted)."""
-        meta = {n: V.meta_of(call[n]) for n in ("query", "key", "value", "real_shift", "drop_mask", "attn_mask")}
-        t1, t2 = plan.batch * plan.s1, plan.batch * plan.s2
-        mask_shape = {"keep": meta["attn_mask"] and meta["attn_mask"].shape, "squeeze": (plan.s1, plan.s2),
-                      "global": (t1, t2)}.get(plan.mask_form)
-        pse = meta["real_shift"]
-        pse_shape = None if pse is None else (pse.shape if plan.pse_form == "keep" else
-                                              (plan.batch * int(np.prod(pse.shape[1:])),))
-        drop = meta["drop_mask"]
-        return {"query": _tnd_meta(meta["query"], (t1, plan.n1, plan.d)),
-                "key": _tnd_meta(meta["key"], (t2, plan.n2, plan.dk)),
-                "value": _tnd_meta(meta["value"], (t2, plan.n2, plan.dk)),
-                "pse": _tnd_meta(pse, pse_shape),
-                "drop_mask": _tnd_meta(drop, None if drop is None else (int(np.prod(drop.shape)),)),
-                "atten_mask": None if meta["attn_mask"] is None else V.TensorMeta(mask_shape, meta["attn_mask"].dtype),
-                "prefix": V.int_list(FWD_OP, "prefix", call["prefix"]),
-                "actual_seq_qlen": list(plan.seq_q), "actual_seq_kvlen": list(plan.seq_kv)}
-
-    def __call__(self, *args, **kwargs):
-        # From Python: the whole check on the host first (PyNative swallows pyfunc errors).
-        call = self.check(*args, **kwargs)
-        for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen"):
-            call[name] = _hostint64_tensor(call[name])
-        return super().__call__(**call)
-
-    def construct(self, query, key, value, real_shift=None, drop_mask=None, attn_mask=None, prefix=None,
-                  actual_seq_qlen=None, actual_seq_kvlen=None):
-        if self.input_layout == "TND":
-            return self.prim(query, key, value, real_shift, drop_mask, None, attn_mask, prefix, actual_seq_qlen,
-                             actual_seq_kvlen)
-        plan = self.plan(query, key, value, real_shift, attn_mask,
-                         actual_seq_qlen is not None or actual_seq_kvlen is not None)
-        layout, b, s1 = self.input_layout, plan.batch, plan.s1
-        out, softmax_max, softmax_sum = self.prim(
-            _to_tnd(query, layout, plan.n1, plan.d), _to_tnd(key, layout, plan.n2, plan.dk),
-            _to_tnd(value, layout, plan.n2, plan.dk),
-            None if real_shift is None else _pse_to_tnd(real_shift, plan.pse_form, b, plan.n1, s1, plan.s2),
-            None if drop_mask is None else ops.reshape(drop_mask, (-1,)), None,
-            None if attn_mask is None else _mask_to_tnd(attn_mask, plan.mask_form, b, s1, plan.s2),
-            prefix, plan.seq_q, plan.seq_kv)
-        stats_shape = (b, plan.n1, s1, 8)
-        return (_from_tnd(out, layout, b, s1, plan.n1, plan.d), ops.reshape(softmax_max, stats_shape),
-                ops.reshape(softmax_sum, stats_shape))
-
-
-@functools.lru_cache(maxsize=None)
-def _score_cell(head_num, keep_prob, scalar_value, pre_tokens, next_tokens, inner_precise, input_layout,
-                sparse_mode, softmax_out_layout) -> FlashAttentionScoreCell:
-    """One Cell per attribute set, made on first use (GRAPH_MODE evaluates this at compile time)."""
-    return FlashAttentionScoreCell(head_num, keep_prob, scalar_value, pre_tokens, next_tokens, inner_precise,
-                               input_layout, sparse_mode, softmax_out_layout)
-
-
-def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mask=None, padding_mask=None,
-                          attn_mask=None, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, keep_prob=1.0,
-                          scalar_value=1.0, pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0,
-                          input_layout="TND", sparse_mode=0, softmax_out_layout=""):
-    r"""MindSpore's ``ops.flash_attention_score`` signature over the V4 ops; PyNative and GRAPH_MODE.
-
-    ``input_layout`` "TND": query ``[T1, N1, D]``, key / value ``[T2, N2, D]``, ``actual_seq_qlen`` /
-    ``actual_seq_kvlen`` cumulative without a leading 0 (list, tuple or 1-D int tensor); ``attn_mask``
-    ``[maxS1, maxS2]`` / ``[T1, T2]`` (sparse_mode 0/1) or compressed (2-4, 6-8); ``real_shift`` the
-    packed 1-D pse forms or ``[B|1, N1, 1024, maxS2]``; statistics ``[T1, N1, 8]`` (NTD data, or TND
-    with ``softmax_out_layout="same_as_input"``).
-
-    "BSH" ``[B, S, H]``, "SBH" ``[S, B, H]``, "BSND" ``[B, S, N, D]``, "BNSD" ``[B, N, S, D]``: uniform
-    S1 / S2 per batch, no length lists; ``attn_mask`` ``[S1, S2]``, ``[1, 1, S1, S2]``, ``[B, 1, S1, S2]``
-    or compressed (per-head ``[B, N1, S1, S2]`` masks raise ValueError); ``real_shift`` ``[B, N1, S1, S2]``,
-    ``[1, N1, S1, S2]``, ``[B, N1, 1, S2]`` or ``[B|1, N1, 1024, S2]``; ``drop_mask`` bit-packed in
-    ``[B, N1, S1, S2]`` order; sparse_mode 0-4, 6; statistics ``[B, N1, S1, 8]``.
-
-    ``real_shift`` is pse with pse_type 1 (``(QK^T + pse) * scale``); ``scalar_value`` is the scale;
-    ``padding_mask`` is reserved and must be None. Returns ``(attention_out, softmax_max, softmax_sum)``,
-    differentiable w.r.t. query, key and value (grad: FlashAttentionUnpaddingScoreGradV4).
-    """
-    reject_reserved(FWD_OP, "padding_mask", padding_mask is not None)
-    cell = _score_cell(head_num, keep_prob, scalar_value, pre_tokens, next_tokens, inner_precise, input_layout,
-                       sparse_mode, softmax_out_layout)
-    return cell(query, key, value, real_shift, drop_mask, attn_mask, prefix, actual_seq_qlen, actual_seq_kvlen)

@@ -24,6 +24,7 @@ of the argument (``pse`` -> ``real_shift`` ...).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -54,6 +55,13 @@ def renamed(names: dict):
         if match and match["arg"] in names:
             raise type(exc)(f"{match['op']}: {names[match['arg']]}" + text[match.end("arg"):]) from None
         raise
+
+
+def per_attribute_set(primitive_class):
+    """``primitive_class(*attributes)`` made once per attribute set, on first use: the primitives behind the
+    functional forms. (An lru_cache: GRAPH_MODE evaluates a call of it at compile time as plain Python, and
+    equal calls share one Cell and its Custom ops.)"""
+    return functools.lru_cache(maxsize=None)(primitive_class)
 
 
 def absent_placeholder():

@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import ops
 
 from .. import validation as V
-from ._op import Primitive, renamed
+from ._op import Primitive, per_attribute_set, renamed
 from .flash_attention import (FWD_OP, MAX_TOKENS, FlashAttentionVarLenScoreV4, check_inputs, check_mask_content,
                               reject_reserved)
 
@@ -159,12 +159,7 @@ class FlashAttentionScoreCell(Primitive):
                 ops.reshape(softmax_sum, stats_shape))
 
 
-@functools.lru_cache(maxsize=None)
-def _score_cell(head_num, keep_prob, scalar_value, pre_tokens, next_tokens, inner_precise, input_layout,
-                sparse_mode, softmax_out_layout) -> FlashAttentionScoreCell:
-    """One Cell per attribute set, made on first use (GRAPH_MODE evaluates this at compile time)."""
-    return FlashAttentionScoreCell(head_num, keep_prob, scalar_value, pre_tokens, next_tokens, inner_precise,
-                                   input_layout, sparse_mode, softmax_out_layout)
+_score_cell = per_attribute_set(FlashAttentionScoreCell)
 
 
 def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mask=None, padding_mask=None,

@@ -9,7 +9,7 @@
 Backend (``backends.select``): on Ascend, the package's ``aclnnIncreFlashAttentionV2`` as an aot Custom op
 where its kernel implements the input (``aclnn.ifa_package_reasons``), else MindSpore's own
 ``ops.incre_flash_attention`` (CANN's V4). Elsewhere an ``ops.Custom`` pyfunc around the torch core
-``kernels/incre_flash_attention.py`` (through ``_bridge``), in PyNative and GRAPH_MODE. Validation is the
+``kernels/incre_flash_attention.py`` (the ``_op`` skeleton), in PyNative and GRAPH_MODE. Validation is the
 shared module's (``validation.check_incre_flash_attention`` with the mask named ``attn_mask``), at three
 points, as for RingAttentionUpdate: ``__call__`` (from Python, any mode: everything, including the host
 values of ``actual_seq_lengths`` and the device values the kernel reads: dequant words, ``kv_padding_size``,
@@ -18,8 +18,7 @@ the length values are not known there) and the pyfunc (run time: everything agai
 pyfunc errors in PyNative, hence the ``__call__`` check).
 
 Absent optional inputs travel as a one-byte placeholder tensor; which inputs are real is part of the key of
-a lazily built, cached Custom op (one per combination actually used), so the kernel function has a fixed,
-explicit parameter list (pyfunc takes a ``*args`` kernel as one tuple input).
+a lazily built, cached Custom op (one per combination actually used).
 
 Tensor-list K/V (a list of B tensors of batch 1 with their own S_b, PyNative and GRAPH_MODE): the list is
 concatenated along S in ``construct`` (one copy of the cache) and the per-batch lengths S_b (static shapes)
@@ -45,7 +44,8 @@ from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op
 from ._bridge import bf16_names, custom_inputs, host_torch, int64_tensor, is_bf16, present_names
-from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, split_metas
+from ._op import (OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, per_attribute_set,
+                  split_metas)
 
 OP = V.IFA_OP
 MASK = "attn_mask"  # MindSpore's name of the mask (validation / torch: atten_mask)
@@ -318,10 +318,7 @@ class IncreFlashAttentionV2(Primitive):
             self.num_key_value_heads, self.block_size, self.inner_precise, kv_padding_size)
 
 
-@functools.lru_cache(maxsize=None)
-def _primitive(num_heads, input_layout, scale_value, num_key_value_heads, block_size, inner_precise):
-    """One primitive per attribute set, made on first use (GRAPH_MODE evaluates this at compile time)."""
-    return IncreFlashAttentionV2(num_heads, input_layout, scale_value, num_key_value_heads, block_size, inner_precise)
+_primitive = per_attribute_set(IncreFlashAttentionV2)
 
 
 def incre_flash_attention(query, key, value, attn_mask=None, actual_seq_lengths=None, pse_shift=None,

@@ -24,7 +24,7 @@ from .. import aclnn, backends
 from .. import validation as V
 from ._aclnn import aot_op, same_as_inputs
 from ._bridge import bf16_names, custom_inputs, int64_tensor, is_bf16, present_names
-from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder
+from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder, per_attribute_set
 
 OP = V.RAU_OP
 # Call inputs (also the Custom op's slots); the attention outputs may be bf16 (cast around the op).
@@ -136,18 +136,12 @@ class RingAttentionUpdate(Primitive):
         return out, new_max, new_sum
 
 
-# One primitive per layout, made at import so GRAPH_MODE can reference them as constants.
-_SBH = RingAttentionUpdate("SBH")
-_TND = RingAttentionUpdate("TND")
+_primitive = per_attribute_set(RingAttentionUpdate)
 
 
 def ring_attention_update(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out,
                           cur_softmax_max, cur_softmax_sum, actual_seq_qlen=None, layout="SBH"):
     """Same signature as ``mindspore.ops.ring_attention_update``; see :class:`RingAttentionUpdate`."""
-    if layout == "TND":
-        return _TND(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out,
-                    cur_softmax_max, cur_softmax_sum, actual_seq_qlen)
-    if layout == "SBH":
-        return _SBH(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out,
-                    cur_softmax_max, cur_softmax_sum, actual_seq_qlen)
-    raise V.value_error(OP, "layout", V.one_of(V.RAU_LAYOUTS), V.quote(layout))
+    prim = _primitive(layout)
+    return prim(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max, cur_softmax_sum,
+                actual_seq_qlen)

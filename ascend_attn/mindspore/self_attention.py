@@ -13,7 +13,7 @@ where the torch op writes ``cache_k`` / ``cache_v`` in place (``kv_cache_cfg`` K
 KV-cache ``calc_type``), the primitive returns ``(attention_out, cache_k, cache_v)`` with the updated
 caches (the inputs are left as they are); otherwise (PA_ENCODER, kv-bypass) it returns ``attention_out``.
 
-Backend: an ``ops.Custom`` pyfunc around the torch core ``kernels/self_attention.py`` (through ``_bridge``),
+Backend: an ``ops.Custom`` pyfunc around the torch core ``kernels/self_attention.py`` (the ``_op`` skeleton),
 PyNative and GRAPH_MODE, on every device target (on Ascend, SelfAttention is ATB's, not the ascend_attn
 kernel package's). Validation is ``validation_self_attention``'s, at three points: ``__call__`` (from
 Python: everything, including host list values and the mask values the kernel checks), the infer functions
@@ -36,7 +36,8 @@ from .. import backends
 from .. import validation as V
 from .. import validation_self_attention as SV
 from ._bridge import bf16_names, custom_inputs, host_torch, int64_tensor, is_bf16, present_names
-from ._op import OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, split_metas
+from ._op import (OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, per_attribute_set,
+                  split_metas)
 
 OP = SV.OP
 INPUTS = ("query", "key", "value", "cache_k", "cache_v", "attention_mask", "token_offset", "seq_len", "layer_id",
@@ -274,10 +275,7 @@ class SelfAttention(Primitive):
         return ops.cast(out, ms.bfloat16) if bf16_out else out
 
 
-@functools.lru_cache(maxsize=None)
-def _primitive(*attr_values) -> SelfAttention:
-    """One primitive per attribute set, made on first use (GRAPH_MODE evaluates this at compile time)."""
-    return SelfAttention(*attr_values)
+_primitive = per_attribute_set(SelfAttention)
 
 
 def self_attention(query, key=None, value=None, cache_k=None, cache_v=None, attention_mask=None, token_offset=None,

@@ -223,7 +223,7 @@ def test_kvcache_batch_idx_gqa_and_window():
 
 ERRORS = [
     ("dropout_p", dict(dropout_p=1.0)),
-    ("window_size", dict(window_size=(-2, 0))),
+    ("window_size", dict(window_size=(1.5, 0))),
     ("alibi_slopes", dict(alibi_slopes=torch.ones(4, dtype=torch.float64))),
     ("max_seqlen_q", dict(max_seqlen_q=2)),
     ("cu_seqlens_q", dict(cu_seqlens_q=torch.tensor([1, 5, 9], dtype=torch.int32))),

@@ -63,13 +63,13 @@ def _check_same(op, names, q, k, v):
                                V.dtype_name(t.dtype))
         if t.device != q.device:
             raise V.value_error(op, names[key], f"the device of {names['q']} ({q.device})", t.device)
-    if k.shape != v.shape:
-        raise V.value_error(op, names["v"], f"the shape of {names['k']} {V.quote(tuple(k.shape))}",
-                            V.quote(tuple(v.shape)))
     if k.shape[-1] != q.shape[-1]:
         raise V.value_error(op, names["k"], f"the head_dim of {names['q']} ({q.shape[-1]})", k.shape[-1])
     if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2]:
         raise V.value_error(op, names["k"], f"a head count dividing the {q.shape[-2]} query heads", k.shape[-2])
+    if k.shape != v.shape:
+        raise V.value_error(op, names["v"], f"the shape of {names['k']} {V.quote(tuple(k.shape))}",
+                            V.quote(tuple(v.shape)))
 
 
 def window_pair(op, window_size, causal):

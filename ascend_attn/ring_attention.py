@@ -470,12 +470,12 @@ def _check_tensors(op, names, q, k, v, rank, form):
             raise _type_error(names[key], f"the dtype of {names['q']} ({q.dtype})", t.dtype, op)
         if t.device != q.device:
             raise _value_error(names[key], f"the device of {names['q']} ({q.device})", t.device, op)
-    if k.shape != v.shape:
-        raise _value_error(names["v"], f"the shape of {names['k']} {tuple(k.shape)}", tuple(v.shape), op)
     if k.shape[-1] != q.shape[-1]:
         raise _value_error(names["k"], f"the head_dim of {names['q']} ({q.shape[-1]})", k.shape[-1], op)
     if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2]:
         raise _value_error(names["k"], f"a head count dividing the {names['q']} heads ({q.shape[-2]})", k.shape[-2], op)
+    if k.shape != v.shape:
+        raise _value_error(names["v"], f"the shape of {names['k']} {tuple(k.shape)}", tuple(v.shape), op)
 
 
 def _check_options(op, dropout_p, softmax_scale, window_size, causal):

@@ -56,11 +56,13 @@ CASES = {
     "causal_dropout_contiguous": case((24, 8, 40), 2, 1, 40, torch.float32, "contiguous", causal=True, dropout_p=0.25),
     "dropout_window_zigzag": case((24, 8, 40), 2, 2, 40, torch.float32, "zigzag", window_size=(4, 2),
                                   dropout_p=0.25),
+    "causal_window_alibi_dropout_contiguous": case((24, 8, 40), 4, 2, 40, torch.float32, "contiguous", causal=True,
+                                                  window_size=(9, -1), alibi="N", dropout_p=0.2),
     "causal_batched_contiguous": case((16, 16, 16), 4, 2, 40, torch.float32, "contiguous", batched=True, causal=True),
     "causal_window_batched_zigzag": case((16, 16), 4, 4, 40, torch.float32, "zigzag", batched=True, causal=True,
                                          window_size=(6, -1)),
 }
-WORLD4_CASES = ("causal_fp32_gqa_d40_zigzag", "causal_window_alibi_bn_contiguous", "causal_dropout_contiguous")
+WORLD4_CASES = ("causal_window_alibi_dropout_contiguous",)
 
 
 def _cu(lens):

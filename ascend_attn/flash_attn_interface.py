@@ -160,9 +160,13 @@ def dropout_keep(seed: int, seq: int, n_heads: int, rows: torch.Tensor, cols: to
     base = _mix(torch.tensor([start], dtype=torch.int64, device=device))
     heads = _mix(base + torch.arange(n_heads, dtype=torch.int64, device=device) * _GOLDEN)
     per_row = _mix(heads[:, None] + rows.to(torch.int64)[None, :] * _MIX2)
-    x = _mix(per_row[:, :, None] + cols.to(torch.int64)[None, None, :] * _GOLDEN)
+    col_keys = cols.to(torch.int64)[None, :] * _GOLDEN
     threshold = int(round(keep_prob * (1 << 24)))
-    return ((x >> 40) & ((1 << 24) - 1)) < threshold
+    keep = torch.empty((n_heads, rows.numel(), cols.numel()), dtype=torch.bool, device=device)
+    for h in range(n_heads):  # one head at a time: int64 temporaries of [rows, cols] only
+        x = _mix(per_row[h, :, None] + col_keys)
+        keep[h] = ((x >> 40) & ((1 << 24) - 1)) < threshold
+    return keep
 
 
 def _pack_bits(keep: torch.Tensor) -> torch.Tensor:

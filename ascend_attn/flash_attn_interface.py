@@ -19,7 +19,7 @@ call; the seed is drawn from torch's default generator (``torch.manual_seed`` re
 
 ``softcap`` (``score = softcap * tanh(score / softcap)`` before masking and ALiBi) has no FA-op
 form: it runs as float32 torch code per sequence in query chunks of :data:`SOFTCAP_CHUNK` rows,
-recomputed in the backward (``torch.utils.checkpoint``): O(chunk * S_k * N) memory, about 3-5x the
+recomputed in the backward (``torch.utils.checkpoint``): O(chunk * S_k * N) memory, about 2-3x the
 time of the fused path. ``return_attn_probs`` with ``dropout_p > 0`` builds ``S_dmask`` the same
 way (O(B * N * Sq * Sk), for tests, as in flash-attn).
 """

@@ -102,6 +102,28 @@ def _lengths(cu: Sequence[int]) -> list[int]:
 
 # ----------------------------------------------------------------------------- zigzag split
 
+def _split_lengths(op, cu_seqlens, world, pieces, rank=None, x=None, dim=0):
+    """Global lengths of a shard helper's ``cu_seqlens`` after its checks: ``rank``/``world``
+    valid, every length divisible by ``pieces`` and (with ``x``) the rows present."""
+    cu = _cu_list(cu_seqlens, op=op)
+    if not (isinstance(world, int) and world >= 1 and (rank is None or isinstance(rank, int) and 0 <= rank < world)):
+        raise _value_error("rank/world", "0 <= rank < world", (rank, world), op)
+    lens = _lengths(cu)
+    if any(L % pieces for L in lens):
+        name = "world" if pieces == world else "2 * world"
+        raise _value_error("cu_seqlens", f"sequence lengths divisible by {name} = {pieces}", lens, op)
+    if x is not None and cu[-1] > x.shape[dim]:
+        raise _value_error("cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1], op)
+    return cu, lens
+
+
+def _shard_count(op, shards, world):
+    world = len(shards) if world is None else world
+    if len(shards) != world or world < 1:
+        raise _value_error("shards", f"one shard per rank ({world})", len(shards), op)
+    return world
+
+
 def zigzag_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: int = 0):
     """Rank ``rank``'s zigzag shard of a packed tensor (rows along ``dim``, default TND ``dim=0``).
 
@@ -111,15 +133,7 @@ def zigzag_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: int = 
     Returns ``(shard, local_cu_seqlens)``; ``local_cu_seqlens`` is an int32 tensor on ``x.device``
     (lengths ``L_b / world``), the same on every rank.
     """
-    op = "zigzag_shard"
-    cu = _cu_list(cu_seqlens, op=op)
-    if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
-        raise _value_error("rank/world", "0 <= rank < world", (rank, world), op)
-    lens = _lengths(cu)
-    if any(L % (2 * world) for L in lens):
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by 2 * world = {2 * world}", lens, op)
-    if cu[-1] > x.shape[dim]:
-        raise _value_error("cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1], op)
+    cu, lens = _split_lengths("zigzag_shard", cu_seqlens, world, 2 * world, rank, x, dim)
     pieces = []
     for start, L in zip(cu, lens):
         c = L // (2 * world)
@@ -138,13 +152,8 @@ def zigzag_unshard(shards: Sequence[torch.Tensor], cu_seqlens, world: int | None
     ``cu_seqlens[-1]`` rows along ``dim``.
     """
     op = "zigzag_unshard"
-    cu = _cu_list(cu_seqlens, op=op)
-    world = len(shards) if world is None else world
-    if len(shards) != world or world < 1:
-        raise _value_error("shards", f"one shard per rank ({world})", len(shards), op)
-    lens = _lengths(cu)
-    if any(L % (2 * world) for L in lens):
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by 2 * world = {2 * world}", lens, op)
+    world = _shard_count(op, shards, world)
+    cu, lens = _split_lengths(op, cu_seqlens, world, 2 * world)
     local_total = sum(L // world for L in lens)
     for s in shards:
         if s.shape[dim] != local_total:
@@ -168,15 +177,7 @@ def contiguous_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: in
     """Rank ``rank``'s contiguous shard of a packed tensor (rows along ``dim``): the ``rank``-th of
     ``world`` equal pieces of every sequence of ``cu_seqlens`` (global, leading 0; lengths divisible
     by ``world``). Returns ``(shard, local_cu_seqlens)`` (int32 tensor, ``global // world``)."""
-    op = "contiguous_shard"
-    cu = _cu_list(cu_seqlens, op=op)
-    if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
-        raise _value_error("rank/world", "0 <= rank < world", (rank, world), op)
-    lens = _lengths(cu)
-    if any(L % world for L in lens):
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by world = {world}", lens, op)
-    if cu[-1] > x.shape[dim]:
-        raise _value_error("cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1], op)
+    cu, lens = _split_lengths("contiguous_shard", cu_seqlens, world, world, rank, x, dim)
     pieces = [x.narrow(dim, start + rank * (L // world), L // world) for start, L in zip(cu, lens)]
     local = [c // world for c in cu]
     shard = torch.cat(pieces, dim=dim) if pieces else x.narrow(dim, 0, 0)
@@ -186,13 +187,8 @@ def contiguous_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: in
 def contiguous_unshard(shards: Sequence[torch.Tensor], cu_seqlens, world: int | None = None, dim: int = 0):
     """Inverse of :func:`contiguous_shard` (``cu_seqlens`` global)."""
     op = "contiguous_unshard"
-    cu = _cu_list(cu_seqlens, op=op)
-    world = len(shards) if world is None else world
-    if len(shards) != world or world < 1:
-        raise _value_error("shards", f"one shard per rank ({world})", len(shards), op)
-    lens = _lengths(cu)
-    if any(L % world for L in lens):
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by world = {world}", lens, op)
+    world = _shard_count(op, shards, world)
+    cu, lens = _split_lengths(op, cu_seqlens, world, world)
     pieces = []
     for start, L in zip(cu, lens):
         pieces.extend(s.narrow(dim, start // world, L // world) for s in shards)

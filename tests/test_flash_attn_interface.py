@@ -65,6 +65,20 @@ def reference_varlen(q, k, v, cu_q, cu_k, **kw):
     return torch.cat(outs), torch.cat(lses, dim=1)
 
 
+def assert_matches(q, k, v, out, lse, ref_out, ref_lse, grad_atol):
+    """out/LSE (LSE -inf exactly where no key is visible) and the gradients of a random
+    upstream gradient against the float64 reference."""
+    torch.testing.assert_close(out.double(), ref_out, rtol=0, atol=2e-6)
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite)  # rows with no visible key: LSE -inf
+    torch.testing.assert_close(lse.double()[finite], ref_lse[finite], rtol=0, atol=2e-6)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), grad_out, retain_graph=True)
+    ref_grads = torch.autograd.grad(ref_out, (q, k, v), grad_out.double())
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r.double(), rtol=0, atol=grad_atol)
+
+
 WINDOWS = [(-1, -1), (-1, 0), (4, 0), (0, 0), (1, 0), (0, 1), (4, 4), (8, 2)]
 
 
@@ -75,16 +89,8 @@ def test_varlen_windows_with_gradients(window):
     out, lse, _ = ascend_attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 9, 9, window_size=window,
                                                      return_attn_probs=True)
     ref_out, ref_lse = reference_varlen(q, k, v, cu_q, cu_k, window=window)
-    torch.testing.assert_close(out.double(), ref_out, rtol=0, atol=2e-6)
     assert lse.shape == (4, sum(seq_q))
-    finite = torch.isfinite(ref_lse)
-    assert torch.equal(torch.isfinite(lse), finite)  # rows with no visible key: LSE -inf
-    torch.testing.assert_close(lse.double()[finite], ref_lse[finite], rtol=0, atol=2e-6)
-    grad_out = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (q, k, v), grad_out)
-    ref_grads = torch.autograd.grad(ref_out, (q, k, v), grad_out.double())
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g.double(), r.double(), rtol=0, atol=1e-5)
+    assert_matches(q, k, v, out, lse, ref_out, ref_lse, grad_atol=1e-5)
 
 
 @pytest.mark.parametrize("sq,sk", [(3, 7), (7, 3), (5, 5)])
@@ -301,15 +307,7 @@ def test_softcap_against_reference(window, causal, alibi):
                                                            return_attn_probs=True)
     assert s_dmask is None  # no dropout
     ref_out, ref_lse = reference_varlen(q, k, v, cu_q, cu_k, causal=causal, window=window, softcap=2.5, slopes=slopes)
-    torch.testing.assert_close(out.double(), ref_out, rtol=0, atol=2e-6)
-    finite = torch.isfinite(ref_lse)
-    assert torch.equal(torch.isfinite(lse), finite)
-    torch.testing.assert_close(lse.double()[finite], ref_lse[finite], rtol=0, atol=2e-6)
-    grad_out = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (q, k, v), grad_out)
-    ref_grads = torch.autograd.grad(ref_out, (q, k, v), grad_out.double())
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g.double(), r.double(), rtol=0, atol=2e-5)
+    assert_matches(q, k, v, out, lse, ref_out, ref_lse, grad_atol=2e-5)
     # softcap changes the result (the test would notice a missing cap)
     assert (out - ascend_attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 300, 300, causal=causal,
                                                      window_size=window, alibi_slopes=slopes)).abs().max() > 1e-3

@@ -751,10 +751,13 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         new_rows = torch.cat([rows[sum(counts[:b]) + counts[b] - s_new: sum(counts[:b + 1])] for b in range(batch)])
     else:
         width = k_cache.shape[1]
-        new_rows = torch.tensor([i * width + p for i, b0 in zip(idx, base) for p in range(b0, b0 + s_new)],
-                                dtype=torch.int64, device=q.device)
-        rows = torch.tensor([i * width + p for i, p0, L in zip(idx, pad, lengths) for p in range(p0, L)],
-                            dtype=torch.int64, device=q.device)
+
+        def cache_rows(starts, ends):  # flattened (batch_cache * seqlen_cache) rows
+            pieces = [torch.arange(a, e, device=q.device) + i * width for i, a, e in zip(idx, starts, ends)]
+            return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64, device=q.device)
+
+        new_rows = cache_rows(base, lengths)
+        rows = cache_rows(pad, lengths)
     if k is not None:  # in-place append (flash-attn mutates the caches)
         k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, new_rows, k.reshape(-1, *k.shape[2:]))
         v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, new_rows, v.reshape(-1, *v.shape[2:]))

@@ -496,3 +496,18 @@ def test_layer_errors_name_the_callers_argument(fn, make, change, arg):
     assert str(info.value).startswith(f"{fn.__name__}: {arg} only supports"), str(info.value)
     for name, t in before.items():  # user tensors untouched
         assert torch.equal(args[name], t), name
+
+
+def test_kvcache_softcap_alibi_batch_idx():
+    gen = torch.Generator().manual_seed(18)
+    q = torch.randn(2, 3, 4, 16, generator=gen)
+    k_cache = torch.randn(3, 20, 2, 16, generator=gen)
+    v_cache = torch.randn(3, 20, 2, 16, generator=gen)
+    slopes = torch.rand(2, 4, generator=gen)
+    out = ascend_attn.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=torch.tensor([12, 20]),
+                                              cache_batch_idx=torch.tensor([2, 0]), causal=True, softcap=1.5,
+                                              alibi_slopes=slopes)
+    for b, (row, length) in enumerate(((2, 12), (0, 20))):
+        ref_out, _ = ref_attention(q[b], k_cache[row, :length], v_cache[row, :length], causal=True, softcap=1.5,
+                                   slopes=slopes[b])
+        torch.testing.assert_close(out[b].double(), ref_out, rtol=0, atol=2e-6)

@@ -120,18 +120,37 @@ def _run_in_subprocess(block: Block, cwd: Path) -> None:
         pytest.fail(f"{block.where}: block failed with exit code {proc.returncode}\n{tail}")
 
 
+def run_block(block: Block, cwd: Path, monkeypatch) -> None:
+    """Run one block in ``cwd``; any failure raises (pytest's Failed or AssertionError) naming its line."""
+    if block.tags & {"mindspore", "isolated"}:
+        _run_in_subprocess(block, cwd)
+        return
+    monkeypatch.chdir(cwd)
+    code = compile(block.padded(), str(block.path), "exec")
+    try:
+        exec(code, {"__name__": "__main__"})
+    except Exception as exc:  # noqa: BLE001 - any failure of the example is the finding
+        raise AssertionError(f"{block.where}: block failed: {type(exc).__name__}: {exc}") from exc
+
+
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.where for b in ALL_BLOCKS])
 def test_block_runs(block: Block, tmp_path, monkeypatch):
     if "mindspore" in block.tags and _mindspore_missing():
         if os.environ.get("ASCEND_ATTN_REQUIRE_MINDSPORE") == "1":
             pytest.fail(f"{block.where}: MindSpore is required (ASCEND_ATTN_REQUIRE_MINDSPORE=1) but not installed")
         pytest.skip("MindSpore is not installed (pip install -e '.[mindspore]')")
-    if block.tags & {"mindspore", "isolated"}:
-        _run_in_subprocess(block, tmp_path)
-        return
-    monkeypatch.chdir(tmp_path)
-    code = compile(block.padded(), str(block.path), "exec")
-    try:
-        exec(code, {"__name__": "__main__"})
-    except Exception as exc:  # noqa: BLE001 - any failure of the example is the finding
-        raise AssertionError(f"{block.where}: block failed: {type(exc).__name__}: {exc}") from exc
+    run_block(block, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("tags", [frozenset(), frozenset({"isolated"})])
+def test_a_broken_block_fails_with_its_line(tags, tmp_path, monkeypatch):
+    """A block using a name defined elsewhere fails (not skips), and the failure names the document line."""
+    block = Block(ROOT / "README.md", 7, tags, "x = 1\nprint(prev_out)\n")
+    with pytest.raises((AssertionError, pytest.fail.Exception)) as info:
+        run_block(block, tmp_path, monkeypatch)
+    text = str(info.value) + "".join(str(c) for c in (info.value.__cause__,) if c is not None)
+    assert "README.md:7" in text and "prev_out" in text
+    if tags:
+        assert 'line 8' in text  # the traceback of the subprocess carries the document's line
+    else:
+        assert info.value.__cause__.__traceback__.tb_next.tb_lineno == 8

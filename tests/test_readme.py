@@ -154,3 +154,44 @@ def test_a_broken_block_fails_with_its_line(tags, tmp_path, monkeypatch):
         assert 'line 8' in text  # the traceback of the subprocess carries the document's line
     else:
         assert info.value.__cause__.__traceback__.tb_next.tb_lineno == 8
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_relative_links_resolve():
+    """Links between the documents point at files of the repository and at headings that exist
+    (the README used to link to a specification outside the repository)."""
+    assert github_anchor("7.5 int8 scenarios of the V2 interface") == "75-int8-scenarios-of-the-v2-interface"
+    dead = []
+    for doc in DOCUMENTS + [ROOT / "ARCHITECTURE.md"]:
+        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+        for target in LINK.findall(text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked here
+            file_part, _, anchor = target.partition("#")
+            dest = (doc.parent / file_part).resolve() if file_part else doc
+            if not dest.exists() or ROOT not in dest.parents and dest != ROOT:
+                dead.append(f"{doc.relative_to(ROOT)}: {target} (no such file in the repository)")
+            elif anchor and (dest.is_dir() or anchor not in _anchors(dest)):
+                dead.append(f"{doc.relative_to(ROOT)}: {target} (no heading #{anchor})")
+    assert not dead, "\n".join(dead)
+
+
+def test_no_reference_to_the_specification_outside_the_repository():
+    """Users cannot see ``shared/spec``: documents and docstrings cite docs/ instead."""
+    sources = DOCUMENTS + [ROOT / "ARCHITECTURE.md"] + sorted((ROOT / "ascend_attn").rglob("*.py"))
+    hits = [f"{p.relative_to(ROOT)}:{n}" for p in sources
+            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if "shared/spec" in line]
+    assert not hits, hits

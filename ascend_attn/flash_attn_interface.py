@@ -1,4 +1,4 @@
-"""flash-attn 2.x compatible API on the Ascend ops (semantics.md §8).
+"""flash-attn 2.x compatible API on the Ascend ops (docs/semantics.md §8).
 
 Users migrating from GPUs replace ``from flash_attn import ...`` with
 ``from ascend_attn import ...``: same names, arguments, defaults and returns.
@@ -38,7 +38,7 @@ def _check_window(op, window_size, causal):
 
 
 def _drop_mask_bits(n_bits: int, keep_prob: float, device) -> torch.Tensor:
-    """Bernoulli(keep_prob) keep bits packed LSB-first into uint8 (semantics.md §6)."""
+    """Bernoulli(keep_prob) keep bits packed LSB-first into uint8 (docs/semantics.md §6)."""
     keep = (torch.rand(-(-n_bits // 8) * 8, device=device) < keep_prob).to(torch.uint8).view(-1, 8)
     weights = (2 ** torch.arange(8, device=device)).to(torch.uint8)
     return (keep * weights).sum(-1, dtype=torch.uint8)

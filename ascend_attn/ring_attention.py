@@ -6,7 +6,7 @@ ops ``dist.P2POp`` + ``dist.batch_isend_irecv``). The next exchange is posted be
 block is computed, so communication overlaps computation. Nothing is backend specific beyond the
 process group: gloo (CPU tensors), nccl (CUDA tensors) and hccl (NPU tensors) all work.
 
-Building blocks (``semantics.md`` §8.4):
+Building blocks (``docs/semantics.md`` §8.4):
 
 * partials: :func:`ascend_attn.flash_attention_varlen_score` (TND, softmax statistics in TND
   layout), bottom-right causal = ``sparse_mode=3`` with the canonical compressed mask;

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import sys
+import textwrap
 from importlib import metadata
 
 
@@ -14,43 +16,69 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _width() -> int:
+    """Terminal width for wrapping (at most 100 columns; 100 when not a terminal)."""
+    return min(100, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _wrapped(label: str, text: str, indent: int, out) -> None:
+    """``label`` padded to ``indent`` columns, then ``text`` wrapped under itself."""
+    lines = textwrap.wrap(text, width=max(_width() - indent, 30)) or [""]
+    print(f"{label:<{indent}}{lines[0]}", file=out)
+    for line in lines[1:]:
+        print(" " * indent + line, file=out)
+
+
 def info(out=sys.stdout) -> int:
-    from . import __version__, backends
+    """Versions, each backend's state (its reason stated once), and the backend each op gets per device."""
+    from . import __version__, backends, native
 
     print(f"ascend_attn {__version__}", file=out)
     versions = " | ".join(f"{d} {_version(d)}" for d in ("numpy", "torch", "mindspore", "torch_npu"))
-    print(f"python {platform.python_version()} | {versions}", file=out)
+    _wrapped("", f"python {platform.python_version()} | {versions}", 0, out)
     print("\nBackends (priority order within each framework):", file=out)
-    rows = backends.report()
-    width = max(len(r[0]) for r in rows)
-    for name, state, why in rows:
-        print(f"  {name:<{width}}  {state:<10}  {why}", file=out)
-    print("\nSelected backend per op and device:", file=out)
+    groups: dict[tuple[str, str], list[str]] = {}  # backends that share a reason are listed together
+    for name, state, why in backends.report():
+        groups.setdefault((state, why), []).append(name)
+    width = max(len(name) for names in groups.values() for name in names) + 4
+    for (state, why), names in groups.items():
+        for name in names[:-1]:
+            print(f"  {name},", file=out)
+        _wrapped(f"  {names[-1]}", f"{state}: {why}", width, out)
+    print("\nSelected backend per framework and device (reasons above):", file=out)
     targets = (("torch", "cpu"), ("torch", "npu"), ("mindspore", "CPU"), ("mindspore", "Ascend"))
-    for op in backends.OPS:
-        print(f"  {op}:", file=out)
-        for framework, device in targets:
+    for framework, device in targets:
+        chosen: dict[str, list[str]] = {}
+        for op in backends.OPS:
             try:
-                chosen, _ = backends.select(framework, op, device)
-                text = chosen.name
-            except backends.NoBackendError as exc:
-                text = f"none ({exc})"
-            print(f"    {framework:<9} {device:<6} -> {text}", file=out)
+                name = backends.select(framework, op, device)[0].name
+            except backends.NoBackendError:
+                name = "none"
+            chosen.setdefault(name, []).append(op)
+        parts = [f"{name} for {'all ops' if len(ops) == len(backends.OPS) else ', '.join(ops)}"
+                 for name, ops in chosen.items()]
+        _wrapped(f"  {framework} {device}:", "; ".join(parts), 20, out)
+    if backends.probe_native_cpu() is None:
+        features = [name for name, present in native.cpu_features().items() if present]
+        _wrapped("\nCPU features detected: ", ", ".join(features) or "none (scalar code)", 23, out)
     pkg = backends.probe_kernel_package()
-    print(f"\nCustom-op kernel package ({backends.VENDOR_NAME}): {'installed' if pkg is None else 'not usable: ' + pkg}",
-          file=out)
+    _wrapped("\nCustom-op kernel package: ", "installed" if pkg is None else "not usable: " + pkg, 26, out)
     glue = backends.probe_npu_glue()
-    print(f"NPU glue extension (ascend_attn._npu_ext): {'built' if glue is None else 'not usable: ' + glue}", file=out)
+    _wrapped("NPU glue (ascend_attn._npu_ext): ", "built" if glue is None else "not usable: " + glue, 33, out)
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ascend-attn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ascend-attn", description="Ascend fused attention operators on CPU, NPU and MindSpore: "
+        "report the environment (info), check every op against float64 (demo), time the ops (bench).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, usable backends and why others are not")
     demo = sub.add_parser("demo", help="run every op on realistic small shapes against the float64 reference")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     demo.add_argument("--small", action="store_true", help="tiny shapes (seconds), for smoke tests")
+    demo.add_argument("--threads", type=int, default=None, metavar="N",
+                      help="torch CPU threads (default: torch's own choice)")
     bench = sub.add_parser("bench", help="time and memory of the ops against torch alternatives (ratios, targets)")
     from .bench import add_arguments
     add_arguments(bench)
@@ -61,7 +89,7 @@ def main(argv=None) -> int:
         from .bench import main_from_args
         return main_from_args(args)
     from .demo import run_demo
-    return run_demo(seed=args.seed, small=args.small)
+    return run_demo(seed=args.seed, small=args.small, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ ms)``; the demo fails (exit 1) when any error exceeds its tolerance. Sections so
 """
 from __future__ import annotations
 
+import sys
+import textwrap
 import time
+import warnings
 
 import numpy as np
-
-from .progress import Progress
 
 # Max abs error allowed against float64 for outputs of size ~1: a few roundings of the dtype.
 DTYPE_TOL = {"float32": 1e-5, "bfloat16": 3e-2, "float16": 4e-3}
@@ -207,11 +208,9 @@ def section_train_packed_model(rng, small: bool):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     ms_time = (time.perf_counter() - start) * 1e3 / len(losses)
     falling = losses[-1] < 0.8 * losses[0]
-    print(f"packed-sequence model: loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps "
-          f"({'falling' if falling else 'NOT falling'})")
     return [("train step (fwd+grad ops)", f"{len(seq_lens)} packed seqs, loss {losses[0]:.3f} -> {losses[-1]:.3f}",
              "float32", losses[-1] / losses[0], 0.8, ms_time)]
 
@@ -311,30 +310,64 @@ SECTIONS = [("RingAttentionUpdate: fold key-chunk partials", section_ring_attent
             ("ATB SelfAttention", section_self_attention)]
 
 
-def run_demo(seed: int = 0, small: bool = False, out=None) -> int:
-    import sys
+# What a case's error is measured in, from the note that ends its description.
+_UNITS = (("(err in P int8 steps)", "P steps"), ("(err in int8 steps)", "steps"), ("(relative err)", "rel"),
+          ("(dq/dk/dv rel.)", "rel"))
+CASE_WIDTH = 44  # keeps the table within 100 columns
 
+
+def _unit(case: str, op: str) -> tuple[str, str]:
+    """(case without its unit note, unit of its error)."""
+    for note, unit in _UNITS:
+        if case.endswith(note):
+            return case[: -len(note)].rstrip(" ,"), unit
+    return case, "ratio" if op.startswith("train") else "abs"
+
+
+def format_results(rows) -> list[str]:
+    """The results as lines of at most 100 columns: one heading line per op, then its cases
+    (descriptions wrapped) with the error, its limit and unit, how much of the limit it uses, and ms."""
+    lines = [f"  {'case':<{CASE_WIDTH}}  {'dtype':<8}  {'error':>9}  {'limit':<14}  {'used':>5}  {'ms':>7}"]
+    lines.append("  " + "-" * (len(lines[0]) - 2))
+    first_seen = {op: i for i, (op, *_rest) in reversed(list(enumerate(rows)))}
+    last_op = None
+    for op, case, dtype, err, tol, ms in sorted(rows, key=lambda r: first_seen[r[0]]):  # stable: grouped by op
+        if op != last_op:
+            lines.append(op)
+            last_op = op
+        text, unit = _unit(case, op)
+        wrapped = textwrap.wrap(text, CASE_WIDTH) or [""]
+        used = f"{100 * err / tol:.0f}%" if tol else "-"
+        timing = "-" if ms != ms else f"{ms:.2f}"
+        limit = f"<= {tol:.0e} {unit}" if tol < 0.1 else f"<= {tol:g} {unit}"
+        lines.append(f"  {wrapped[0]:<{CASE_WIDTH}}  {dtype:<8}  {err:9.2e}  {limit:<14}  {used:>5}  {timing:>7}")
+        lines += [f"    {more}" for more in wrapped[1:]]
+    return lines
+
+
+def run_demo(seed: int = 0, small: bool = False, threads: int | None = None, out=None) -> int:
     import torch
+    from tqdm import tqdm
 
     from .backends import select
     out = out or sys.stdout
-    backend, _ = select("torch", "ring_attention_update", "cpu")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    backend, _ = select("torch", "flash_attention_varlen_score", "cpu")
     print(f"ascend-attn demo: CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"backend {backend.name}", file=out)
+          f"FA backend {backend.name}", file=out)
     rng = np.random.default_rng(seed)
-    progress = Progress(len(SECTIONS), "demo")
     rows = []
-    for title, section in SECTIONS:
-        rows += section(rng, small)
-        out.flush()
-        progress.step(title)
-    header = ("op", "case", "dtype", "max |err| vs f64 (train: loss ratio)", "tolerance", "time ms")
-    table = [header] + [(o, c, d, f"{e:.3e}", f"{t:.0e}", "-" if ms != ms else f"{ms:.2f}") for o, c, d, e, t, ms in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)), file=out)
-        if i == 0:
-            print("  ".join("-" * w for w in widths), file=out)
+    with tqdm(SECTIONS, desc="demo", unit="section", file=sys.stderr, leave=False) as bar:
+        for title, section in bar:
+            bar.set_postfix_str(title)  # the section now running
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                rows += section(rng, small)
+            for w in caught:  # printed through tqdm so they do not break the bar
+                bar.write(f"warning in {title!r}: {w.category.__name__}: {w.message}")
+    for line in format_results(rows):
+        print(line, file=out)
     failed = [r for r in rows if not r[3] <= r[4]]
-    print(f"{len(rows) - len(failed)} of {len(rows)} results within tolerance", file=out)
+    print(f"{len(rows) - len(failed)} of {len(rows)} results within their limit", file=out)
     return 1 if failed else 0

@@ -1,4 +1,4 @@
-"""flash-attn 2.x compatible API on the Ascend ops (semantics.md §8).
+"""flash-attn 2.x compatible API on the Ascend ops (docs/semantics.md §8).
 
 Users migrating from GPUs replace ``from flash_attn import ...`` with
 ``from ascend_attn import ...`` (or opt in to the import alias of

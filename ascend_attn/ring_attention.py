@@ -30,7 +30,7 @@ position, global key position), the seed drawn on rank 0 of the group from torch
 generator and broadcast: a ring run equals ``flash_attn_varlen_func`` on the full sequences under
 the same ``torch.manual_seed``.
 
-Building blocks (``semantics.md`` §8.4): each ring step's (query segment, key segment) pairs are
+Building blocks (``docs/semantics.md`` §8.4): each ring step's (query segment, key segment) pairs are
 planned by :func:`ascend_attn.flash_attn_interface.plan_blocks` (trimmed to rows that see a key,
 mapped onto :func:`ascend_attn.flash_attention_varlen_score`, blocks entirely in the future or
 outside the window skipped); partials merge through :func:`ascend_attn.ring_attention_update`

@@ -5,7 +5,7 @@ GRAPH_MODE infer functions) describes its inputs as :class:`TensorMeta` (shape +
 name) and calls the ``check_*`` function of the op here, so the error a user sees is the same
 text whichever framework they use.
 
-Messages follow one template (``api.md``)::
+Messages follow one template (``docs/errors.md``)::
 
     <op>: <argument> only supports <what is supported>, but got <what was given>
 
@@ -27,10 +27,12 @@ INT_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "u
 
 
 class TensorMeta(NamedTuple):
-    """What validation needs to know of a tensor: its shape and canonical dtype name."""
+    """What validation needs to know of a tensor: its shape, canonical dtype name and (torch
+    tensors only) device, as ``str(tensor.device)``; ``None`` where a framework has no such notion."""
 
     shape: tuple[int, ...] | None
     dtype: str | None
+    device: str | None = None
 
     @property
     def ndim(self) -> int | None:
@@ -62,7 +64,9 @@ def meta_of(x: Any) -> TensorMeta | None:
         return None
     if isinstance(x, TensorMeta):
         return x
-    return TensorMeta(tuple(int(d) for d in x.shape), dtype_name(x.dtype))
+    # Only torch tensors carry a device worth checking (MindSpore places tensors itself).
+    device = str(x.device) if type(x).__module__.startswith("torch") else None
+    return TensorMeta(tuple(int(d) for d in x.shape), dtype_name(x.dtype), device)
 
 
 # ----------------------------------------------------------------------------- messages
@@ -116,6 +120,20 @@ def check_same_shape(op: str, arg: str, meta: TensorMeta, ref_arg: str, ref: Ten
     if meta.shape is not None and ref.shape is not None and meta.shape != ref.shape:
         raise value_error(op, arg, f"the shape of {ref_arg} {quote(ref.shape)}",
                           f"shape {quote(meta.shape)}")
+
+
+def check_same_device(op: str, ref_arg: str, ref: TensorMeta, **named) -> None:
+    """Every tensor argument in ``named`` (a TensorMeta, a list of them, or None) lives on ``ref``'s
+    device: kernels index all inputs from one device, so a mixed call (a CPU query with a meta key)
+    would read memory that is not there."""
+    if ref is None or ref.device is None:
+        return
+    for name, given in named.items():
+        metas = list(given) if isinstance(given, (list, tuple)) and not isinstance(given, TensorMeta) else [given]
+        for i, meta in enumerate(metas):
+            if meta is not None and meta.device is not None and meta.device != ref.device:
+                arg = f"{name}[{i}]" if len(metas) > 1 else name
+                raise value_error(op, arg, f"a tensor on the device of {ref_arg} ({ref.device})", meta.device)
 
 
 def require(meta: TensorMeta | None, op: str, arg: str, why: str) -> TensorMeta:
@@ -209,7 +227,7 @@ def check_ring_attention_update(
     input_softmax_layout: str, *, op: str = RAU_OP, layout_arg: str = "input_layout",
     ub_limit: bool = False,
 ) -> RingUpdatePlan | None:
-    """Validate RingAttentionUpdate inputs (semantics.md §1, §10).
+    """Validate RingAttentionUpdate inputs (docs/semantics.md §1, docs/errors.md).
 
     ``actual_seq_qlen`` is the host list, ``None`` when absent, or ``...`` when present but its
     values are not known yet (graph compilation). ``ub_limit`` adds MindSpore's V1 UB-size rule.
@@ -217,6 +235,9 @@ def check_ring_attention_update(
     """
     check_choice(op, layout_arg, input_layout, RAU_LAYOUTS)
     check_choice(op, "input_softmax_layout", input_softmax_layout, RAU_SOFTMAX_LAYOUTS)
+    check_same_device(op, "prev_attn_out", prev_attn_out, prev_softmax_max=prev_softmax_max,
+                      prev_softmax_sum=prev_softmax_sum, cur_attn_out=cur_attn_out,
+                      cur_softmax_max=cur_softmax_max, cur_softmax_sum=cur_softmax_sum)
     attn = {"prev_attn_out": prev_attn_out, "cur_attn_out": cur_attn_out}
     stats = dict(zip(RAU_STAT_NAMES, (prev_softmax_max, prev_softmax_sum, cur_softmax_max, cur_softmax_sum)))
 
@@ -327,7 +348,7 @@ def fa_float_dtypes() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class FlashPlan:
-    """Validated FA arguments, as the kernels need them (semantics.md §2-§6).
+    """Validated FA arguments, as the kernels need them (docs/semantics.md §2-§6).
 
     ``seq_q``/``seq_kv``: per-sequence lengths; ``mask_form``: None (no mask: full attention),
     "local" ([maxS1, maxS2]), "global" ([T1, T2]) or "compressed"; ``pse_form``: None, "full",
@@ -363,7 +384,7 @@ class FlashPlan:
 
 
 def fa_seq_lengths(op: str, arg: str, values: list[int] | None) -> tuple[int, ...]:
-    """Cumulative lengths WITHOUT a leading 0 -> per-sequence lengths (semantics.md §0.2).
+    """Cumulative lengths WITHOUT a leading 0 -> per-sequence lengths (docs/semantics.md §0.2).
 
     Accepted: non-decreasing, optionally followed by a run of zeros (batches switched off).
     """
@@ -401,12 +422,13 @@ def check_flash_attention(
     pse_type: int = 1, q_start_idx=None, kv_start_idx=None, softmax_layout: str = "",
     op: str = FA_FWD_OP, layout_arg: str = "softmax_out_layout",
 ) -> FlashPlan | None:
-    """Validate the FA V4 forward / grad arguments shared by both ops (semantics.md §10).
+    """Validate the FA V4 forward / grad arguments shared by both ops (docs/errors.md).
 
     Length arguments are host lists (already normalised with ``int_list``). Returns None when
     shapes are not known (MindSpore graph compile, dtype pass).
     """
     check_choice(op, layout_arg, softmax_layout, FA_SOFTMAX_LAYOUTS)
+    check_same_device(op, "query", query, key=key, value=value, pse=pse, drop_mask=drop_mask, atten_mask=atten_mask)
     _fa_check_tensors(op, query, key, value)
     if isinstance(head_num, bool) or not isinstance(head_num, int):
         raise type_error(op, "head_num", "an int", type(head_num).__name__)
@@ -606,6 +628,8 @@ def check_flash_attention_grad(query, key, value, dy, head_num, actual_seq_qlen,
                                softmax_max, softmax_sum, attention_in, **kwargs) -> FlashPlan | None:
     """Grad V4: the forward's checks plus dy / attention_in like query and stats [T1, N1, 8] fp32."""
     op = FA_GRAD_OP
+    check_same_device(op, "query", query, dy=dy, softmax_max=softmax_max, softmax_sum=softmax_sum,
+                      attention_in=attention_in)
     plan = check_flash_attention(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, op=op,
                                  layout_arg="softmax_in_layout", **kwargs)
     for name, meta in (("dy", dy), ("attention_in", attention_in)):
@@ -629,7 +653,7 @@ IFA_DEQUANT_DTYPES = ("float32", "uint64", "int64")
 IFA_MAX_BATCH, IFA_MAX_HEADS, IFA_MAX_HEAD_DIM, IFA_MAX_KV = 65536, 256, 512, 262144
 IFA_MAX_GROUP, IFA_MAX_LIST, IFA_MAX_BLOCK = 64, 256, 512
 QUANT_SCENARIO_ARGS = ("dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2", "quant_offset2")
-# scenario -> (required, forbidden) (semantics.md §7.5)
+# scenario -> (required, forbidden) (docs/semantics.md §7.5)
 QUANT_SCENARIOS = {
     "A": (("dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2"), ()),
     "B": (("dequant_scale1", "quant_scale1", "dequant_scale2"), ("quant_scale2", "quant_offset2")),
@@ -640,7 +664,7 @@ QUANT_SCENARIOS = {
 
 @dataclass(frozen=True)
 class IncrePlan:
-    """Validated IncreFlashAttention arguments (semantics.md §7).
+    """Validated IncreFlashAttention arguments (docs/semantics.md §7).
 
     ``starts``/``ends``: valid KV positions ``[start_b, end_b)`` per batch (absolute positions in
     the cache; ``start_b < 0`` means the batch outputs 0 / quant2(0)). ``kv_form``: "tensor",
@@ -690,7 +714,7 @@ def check_incre_flash_attention(
     inner_precise: int = 1, kv_padding_size=None, op: str = IFA_OP,
     mask_arg: str = "atten_mask",
 ) -> IncrePlan | None:
-    """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (semantics.md §7, §10).
+    """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (docs/semantics.md §7, docs/errors.md).
 
     ``key``/``value``: a TensorMeta or a list of them (tensor-list form). ``actual_seq_lengths``:
     host list or None. Other tensors: TensorMeta or None. Returns None if shapes are unknown.
@@ -710,6 +734,10 @@ def check_incre_flash_attention(
     if seq_form(key) != seq_form(value) or len(keys) != len(values):
         raise value_error(op, "value", "the same form as key (a tensor, or a list of as many tensors)",
                           f"{len(values)} tensor(s) for {len(keys)} key tensor(s)")
+    check_same_device(op, "query", query, key=keys, value=values, atten_mask=atten_mask, pse_shift=pse_shift,
+                      dequant_scale1=dequant_scale1, quant_scale1=quant_scale1, dequant_scale2=dequant_scale2,
+                      quant_scale2=quant_scale2, quant_offset2=quant_offset2, antiquant_scale=antiquant_scale,
+                      antiquant_offset=antiquant_offset, block_table=block_table, kv_padding_size=kv_padding_size)
     check_dtype(op, "query", query, IFA_QUERY_DTYPES)
     kv_dtype = keys[0].dtype
     for i, (k, v) in enumerate(zip(keys, values)):
@@ -956,7 +984,7 @@ def _drop_seq(layout, shape):
 
 
 def ifa_left_padding(plan: IncrePlan, pad: int) -> IncrePlan:
-    """Apply ``kv_padding_size`` (semantics.md §7.2): batch b's valid range becomes
+    """Apply ``kv_padding_size`` (docs/semantics.md §7.2): batch b's valid range becomes
     ``[S - pad - L_b, S - pad)`` with ``pad = max(kv_padding_size, 0)``; a negative start means
     the batch outputs 0 / quant2(0)."""
     from dataclasses import replace

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .validation import (TensorMeta, check_dtype, check_rank, check_same_dtype, check_same_shape, quote,
-                         type_error, value_error)
+from .validation import (TensorMeta, check_dtype, check_rank, check_same_device, check_same_dtype,
+                         check_same_shape, quote, type_error, value_error)
 
 OP = "self_attention"
 
@@ -350,6 +350,9 @@ def check_self_attention(
     while shapes are not known.
     """
     caches_k, caches_v = _meta_list(cache_k), _meta_list(cache_v)
+    check_same_device(op, "query", query, key=key, value=value, cache_k=caches_k, cache_v=caches_v,
+                      attention_mask=attention_mask, slopes=slopes, qk_descale=qk_descale, qk_offset=qk_offset,
+                      vpv_descale=vpv_descale, vpv_offset=vpv_offset, p_scale=p_scale, log_n=log_n)
     is_list = _is_seq(cache_k) and _list_form(caches_k, batch_run_status_enable)
     features = check_attributes(
         head_num=head_num, kv_head_num=kv_head_num, qk_scale=qk_scale, q_scale=q_scale, calc_type=calc_type,

@@ -5,7 +5,7 @@ Decode: one query row per (batch, head). Per batch, the KV cache is streamed in 
 block, never as a whole (antiquant is folded out of the blocks); all query heads of one KV head
 form one matrix product.
 
-* float / antiquant / scenario C: online softmax in float32 (semantics.md §7.3, §7.4);
+* float / antiquant / scenario C: online softmax in float32 (docs/semantics.md §7.3, §7.4);
 * full int8 (scenarios A, B): the exact PromptFlashAttention dataflow of §7.5, which quantises
   probabilities relative to the row's global max, so it takes two passes over K then V.
 """
@@ -275,7 +275,9 @@ def _float_row(q, qdtype, plan, ctx, antiquant):
         acc.add_(v_offset * p_sum)
     if v_scale is not None:
         acc.mul_(v_scale)
-    kept = l > 0
+    # "Fully masked" means no position was kept (m never rose above -inf), not l == 0: a NaN in
+    # the query or an attended key row makes m and l NaN, and that NaN must reach the output.
+    kept = m != -torch.inf
     return acc / torch.where(kept, l, 1.0), kept
 
 
@@ -301,7 +303,7 @@ def _full_int8_row(q, plan, ctx, deq):
         keeps.append(keep)
     sh, keep = torch.cat(scores, -1), torch.cat(keeps, -1)
     m = sh.masked_fill(~keep, -torch.inf).amax(-1, keepdim=True)
-    kept = m > -torch.inf
+    kept = m != -torch.inf  # NaN (from a NaN pse) counts as kept and propagates
     eh = torch.exp(sh - torch.where(kept, m, 0.0)).half().float().masked_fill(~keep, 0.0)
     l = eh.sum(-1, keepdim=True)
     p8 = _int8_sat(torch.round((eh * qs1_16).half().float())).to(torch.float32)

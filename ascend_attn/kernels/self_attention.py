@@ -236,6 +236,21 @@ def _chunks(batches, plan):
         yield group
 
 
+def _group_fa_plan(plan: SV.SAPlan, group: list[int], causal: bool, has_pse: bool, pse_type: int):
+    """The FA varlen plan of one group of batches packed as TND (shapes only, so it runs before any write)."""
+    cum_q, cum_k, tq, tk = [], [], 0, 0
+    for b in group:
+        tq, tk = tq + plan.seq_q[b], tk + plan.seq_kv[b]
+        cum_q.append(tq)
+        cum_k.append(tk)
+    meta = lambda rows, heads: V.TensorMeta((rows, heads, plan.head_dim), plan.compute_dtype)  # noqa: E731
+    return V.check_flash_attention(
+        meta(tq, plan.heads_q), meta(tk, plan.heads_kv), meta(tk, plan.heads_kv), plan.heads_q, cum_q, cum_k,
+        scale_value=plan.q_scale, atten_mask=V.TensorMeta((2048, 2048), "bool") if causal else None,
+        sparse_mode=3 if causal else 0, pse=V.TensorMeta((plan.heads_q,), "float32") if has_pse else None,
+        pse_type=pse_type, softmax_layout="same_as_input")
+
+
 def self_attention(plan: SV.SAPlan, query, key=None, value=None, cache_k=(), cache_v=(), *, attention_mask=None,
                    slopes=None, log_n=None, qk_descale=None, vpv_descale=None, p_scale=None):
     """ATB SelfAttention for validated inputs. ``cache_k`` / ``cache_v``: lists of tensors (one cache tensor,
@@ -243,8 +258,6 @@ def self_attention(plan: SV.SAPlan, query, key=None, value=None, cache_k=(), cac
     query's shape, ``plan.out_dtype``; rows of batches that are not computed are 0."""
     law = check_device_values(plan, attention_mask)
     cache_k, cache_v = list(cache_k), list(cache_v)
-    if plan.writes_cache:
-        write_cache(plan, key, value, cache_k, cache_v)
     device = query.device
     cdtype = getattr(torch, plan.compute_dtype)
     out = torch.zeros(query.shape, dtype=getattr(torch, plan.out_dtype), device=device)
@@ -258,21 +271,15 @@ def self_attention(plan: SV.SAPlan, query, key=None, value=None, cache_k=(), cac
         # slope * unit * j = -slope * unit * (i - j) + (a constant per row) (left-aligned).
         pse = (sign * unit) * slopes.to(device, torch.float32)
         pse_type = 3 if sqrt else 2
-    for group in _chunks(batches, plan):
+    # Every FA plan is checked before the caches are written: a failing call leaves them untouched.
+    groups = [(group, _group_fa_plan(plan, group, causal, pse is not None, pse_type))
+              for group in _chunks(batches, plan)]
+    if plan.writes_cache:
+        write_cache(plan, key, value, cache_k, cache_v)
+    for group, fa_plan in groups:
         q = torch.cat([_query_rows(plan, query, b) for b in group]).to(cdtype)
         k = torch.cat([_kv_rows(plan, key, cache_k, b) for b in group]).to(cdtype)
         v = torch.cat([_kv_rows(plan, value, cache_v, b) for b in group]).to(cdtype)
-        cum_q, cum_k, tq, tk = [], [], 0, 0
-        for b in group:
-            tq, tk = tq + plan.seq_q[b], tk + plan.seq_kv[b]
-            cum_q.append(tq)
-            cum_k.append(tk)
-        meta = lambda x: V.TensorMeta(tuple(x.shape), plan.compute_dtype)  # noqa: E731
-        fa_plan = V.check_flash_attention(
-            meta(q), meta(k), meta(v), plan.heads_q, cum_q, cum_k, scale_value=plan.q_scale,
-            atten_mask=V.TensorMeta((2048, 2048), "bool") if causal else None, sparse_mode=3 if causal else 0,
-            pse=None if pse is None else V.TensorMeta((plan.heads_q,), "float32"), pse_type=pse_type,
-            softmax_layout="same_as_input")
         hooks = _Hooks(plan, group, cdtype, device, mask=attention_mask, log_n=log_n, qk_descale=qk_descale,
                        vpv_descale=vpv_descale, p_scale=p_scale)
         o, _, _ = flash_attention_forward(q, k, v, fa_plan, pse=pse,

@@ -112,7 +112,7 @@ class FlashAttrs:
 
 
 def check_inputs(op: str, attrs: FlashAttrs, values: dict):
-    """Full check (semantics.md §10). ``values``: validation name -> TensorMeta / host int list / None.
+    """Full check (docs/errors.md). ``values``: validation name -> TensorMeta / host int list / None.
 
     Returns the FlashPlan (None when shapes are unknown).
     """
@@ -168,7 +168,7 @@ def check_compile_time(op: str, attrs: FlashAttrs, metas: dict, shapes_known: bo
 
 
 def check_mask_content(op: str, plan, atten_mask) -> None:
-    """The canonical content of a compressed mask (the CPU fallback checks it, semantics.md §4).
+    """The canonical content of a compressed mask (the CPU fallback checks it, docs/semantics.md §4).
 
     ``atten_mask``: torch or MindSpore tensor (read back to the host only when compressed).
     """
@@ -518,7 +518,7 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
     query ``[T1, N1, D]``, key / value ``[T2, N2, D]`` (N1 % N2 == 0), float16 / bfloat16 / float32.
     ``actual_seq_qlen`` / ``actual_seq_kvlen``: cumulative lengths without a leading 0 (required);
     ``prefix`` (sparse_mode 6), ``q_start_idx`` / ``kv_start_idx`` (ALiBi offsets): int lists, tuples
-    or 1-D integer tensors. ``real_shift`` = pse (semantics.md §5), ``attn_mask`` 1 = masked (§4),
+    or 1-D integer tensors. ``real_shift`` = pse (docs/semantics.md §5), ``attn_mask`` 1 = masked (§4),
     ``drop_mask`` bit-packed uint8 keep bits (§6); ``padding_mask`` reserved (must be None).
 
     Returns ``(attention_out [T1, N1, D], softmax_max [T1, N1, 8], softmax_sum [T1, N1, 8])``, stats
@@ -661,6 +661,19 @@ def _shape_of(x):
     return None if x is None else tuple(x.shape)
 
 
+def _in_float32_if_bf16(move):
+    """Run a data-movement function (reshape / transpose) on a bf16 tensor through float32.
+
+    MindSpore's CPU backend has no bfloat16 Transpose / Reshape kernels, so GRAPH_MODE fails to
+    compile them; bf16 -> fp32 -> bf16 is exact, and Cast has bf16 CPU kernels."""
+    def wrapped(x, *args):
+        if x.dtype == ms.bfloat16:
+            return ops.cast(move(ops.cast(x, ms.float32), *args), ms.bfloat16)
+        return move(x, *args)
+    return wrapped
+
+
+@_in_float32_if_bf16
 def _to_tnd(x, layout, n, d):
     """[B, S, H] / [S, B, H] / [B, S, N, D] / [B, N, S, D] -> [B*S, N, D] (differentiable MindSpore ops)."""
     if layout == "SBH":
@@ -670,6 +683,7 @@ def _to_tnd(x, layout, n, d):
     return ops.reshape(x, (-1, n, d))
 
 
+@_in_float32_if_bf16
 def _from_tnd(x, layout, b, s, n, d):
     """[B*S, N, D] -> the input layout."""
     if layout in ("BSH", "SBH"):
@@ -691,6 +705,7 @@ def _mask_to_tnd(mask, form, b, s1, s2):
     return mask
 
 
+@_in_float32_if_bf16
 def _pse_to_tnd(pse, form, b, n1, s1, s2):
     if form == "broadcast":
         return ops.reshape(ops.broadcast_to(pse, (b, n1, s1, s2)), (-1,))

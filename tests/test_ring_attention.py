@@ -47,6 +47,8 @@ CASES = {
     "causal_fp32_gqa_d40_zigzag": case((24, 8, 40), 4, 2, 40, torch.float32, "zigzag", causal=True),
     "causal_fp32_mha_d64_zero_len_zigzag": case((16, 0, 32), 2, 2, 64, torch.float32, "zigzag", causal=True),
     "full_fp32_gqa_d64_plain_uneven": case((23, 3, 42), 4, 1, 64, torch.float32, "plain"),
+    "causal_window_fp32_plain_uneven": case((23, 3, 42), 4, 2, 40, torch.float32, "plain", causal=True,
+                                            window_size=(7, -1)),
     "full_fp32_mha_d40_zigzag": case((24, 8, 40), 2, 2, 40, torch.float32, "zigzag"),
     "causal_bf16_gqa_d64_zigzag": case((24, 16, 32), 4, 2, 64, torch.bfloat16, "zigzag", causal=True),
     "causal_fp32_contiguous": case((24, 8, 40), 4, 2, 40, torch.float32, "contiguous", causal=True),

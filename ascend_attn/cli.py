@@ -39,6 +39,11 @@ def info(out=sys.stdout) -> int:
     pkg = backends.probe_kernel_package()
     print(f"\nCustom-op kernel package ({backends.VENDOR_NAME}): {'installed' if pkg is None else 'not usable: ' + pkg}",
           file=out)
+    print("aclnn entry on Ascend per input class (package kernel where it implements the input, else CANN's op):",
+          file=out)
+    from .aclnn import entry_report
+    for op, what, api, why in entry_report(pkg):
+        print(f"  {op:<38} {what:<40} -> {api}  ({why})", file=out)
     glue = backends.probe_npu_glue()
     print(f"NPU glue extension (ascend_attn._npu_ext): {'built' if glue is None else 'not usable: ' + glue}", file=out)
     return 0

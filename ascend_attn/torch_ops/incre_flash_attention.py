@@ -57,7 +57,7 @@ def npu_kernel(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_
                quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None, antiquant_scale=None,
                antiquant_offset=None, block_table=None, num_heads=1, input_layout="BSH", scale_value=1.0,
                num_key_value_heads=0, block_size=0, inner_precise=1, kv_padding_size=None):
-    """NPU tensors, through the glue: the package's IncreFlashAttentionV2 kernel where it implements the
+    """NPU tensors, through the glue: the package's AscendAttnIncreFlashAttentionV2 kernel where it implements the
     input, else CANN's IncreFlashAttentionV4 (``aclnn.ifa_api`` decides; same validation either way)."""
     options = _options(locals())
     plan = check(query, key, value, options)

@@ -1,5 +1,5 @@
 /*
- * FlashAttentionUnpaddingScoreGradV4 — OpDef, InferShape and the thin TilingFunc (CANN build only;
+ * AscendAttnFlashAttentionUnpaddingScoreGradV4 (the contract of CANN's FlashAttentionUnpaddingScoreGradV4 under the package's own OpType) — OpDef, InferShape and the thin TilingFunc (CANN build only;
  * the host simulation calls fag_v4::ComputeFagV4Tiling directly).
  *
  * Inputs (IR order; optional ones are addressed by IR index) / outputs / attributes follow
@@ -155,9 +155,9 @@ static graphStatus FagV4InferDataType(gert::InferDataTypeContext* ctx)
 
 namespace ops {
 
-class FlashAttentionUnpaddingScoreGradV4 : public OpDef {
+class AscendAttnFlashAttentionUnpaddingScoreGradV4 : public OpDef {
 public:
-    explicit FlashAttentionUnpaddingScoreGradV4(const char* name) : OpDef(name)
+    explicit AscendAttnFlashAttentionUnpaddingScoreGradV4(const char* name) : OpDef(name)
     {
         const std::vector<ge::DataType> floats = {ge::DT_FLOAT16, ge::DT_BF16, ge::DT_FLOAT};
         const std::vector<ge::DataType> fp32 = {ge::DT_FLOAT, ge::DT_FLOAT, ge::DT_FLOAT};
@@ -209,7 +209,7 @@ public:
     }
 };
 
-OP_ADD(FlashAttentionUnpaddingScoreGradV4);
+OP_ADD(AscendAttnFlashAttentionUnpaddingScoreGradV4);
 
 }  // namespace ops
 

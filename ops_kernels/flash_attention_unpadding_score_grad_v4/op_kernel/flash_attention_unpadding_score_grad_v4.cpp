@@ -589,7 +589,7 @@ __aicore__ inline void RunFagV4(GM_ADDR q, GM_ADDR k, GM_ADDR v, GM_ADDR dy, GM_
 }  // namespace fag_v4_kernel
 
 // Parameter order = OpDef inputs, outputs, workspace, tiling.
-extern "C" __global__ __aicore__ void flash_attention_unpadding_score_grad_v4(
+extern "C" __global__ __aicore__ void ascend_attn_flash_attention_unpadding_score_grad_v4(
     GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR dy, GM_ADDR pseShift, GM_ADDR dropMask, GM_ADDR paddingMask,
     GM_ADDR attenMask, GM_ADDR softmaxMax, GM_ADDR softmaxSum, GM_ADDR softmaxIn, GM_ADDR attentionIn, GM_ADDR prefix,
     GM_ADDR actualSeqQlen, GM_ADDR actualSeqKvlen, GM_ADDR qStartIdx, GM_ADDR kvStartIdx, GM_ADDR dq, GM_ADDR dk,

@@ -24,7 +24,7 @@
 #include "ascend_attn_sim/runtime.h"
 #include "flash_attention_unpadding_score_grad_v4_tiling.h"
 
-extern "C" void flash_attention_unpadding_score_grad_v4(
+extern "C" void ascend_attn_flash_attention_unpadding_score_grad_v4(
     GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR dy, GM_ADDR pseShift, GM_ADDR dropMask, GM_ADDR paddingMask,
     GM_ADDR attenMask, GM_ADDR softmaxMax, GM_ADDR softmaxSum, GM_ADDR softmaxIn, GM_ADDR attentionIn, GM_ADDR prefix,
     GM_ADDR actualSeqQlen, GM_ADDR actualSeqKvlen, GM_ADDR qStartIdx, GM_ADDR kvStartIdx, GM_ADDR dq, GM_ADDR dk,
@@ -121,7 +121,7 @@ int RunFag(const void* q, const void* k, const void* v, const void* dy, const fl
     const int rc = launch.Run(
         r.blockDim, r.tilingKey,
         [&] {
-            flash_attention_unpadding_score_grad_v4(g(q), g(k), g(v), g(dy), nullptr, nullptr, nullptr, nullptr,
+            ascend_attn_flash_attention_unpadding_score_grad_v4(g(q), g(k), g(v), g(dy), nullptr, nullptr, nullptr, nullptr,
                                                     g(smax), g(ssum), nullptr, g(attnIn), g(prefix), g(cumQ), g(cumKv),
                                                     nullptr, nullptr, g(dq), g(dk), g(dv), nullptr, ws,
                                                     g(&tiling));

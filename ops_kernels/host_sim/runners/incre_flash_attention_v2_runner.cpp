@@ -22,7 +22,7 @@
 
 #include "incre_flash_attention_v2_tiling.h"
 
-extern "C" __global__ __aicore__ void incre_flash_attention_v2(
+extern "C" __global__ __aicore__ void ascend_attn_incre_flash_attention_v2(
     GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR pseShift, GM_ADDR attenMask, GM_ADDR actualSeqLengths,
     GM_ADDR dequantScale1, GM_ADDR quantScale1, GM_ADDR dequantScale2, GM_ADDR quantScale2, GM_ADDR quantOffset2,
     GM_ADDR attentionOut, GM_ADDR workspace, GM_ADDR tiling);
@@ -129,7 +129,7 @@ int Run(const void* query, const void* key, const void* value, void* out, const 
     launch.Input("tiling", &td, sizeof(td));
     auto gm = [](const void* p) { return reinterpret_cast<GM_ADDR>(const_cast<void*>(p)); };
     return launch.Run(td.usedCoreNum, td.tilingKey, [&] {
-        incre_flash_attention_v2(gm(query), gm(key), gm(value), nullptr, gm(mask), gm(in.seqLenCount ? seqLens : nullptr),
+        ascend_attn_incre_flash_attention_v2(gm(query), gm(key), gm(value), nullptr, gm(mask), gm(in.seqLenCount ? seqLens : nullptr),
                                  gm(deq1), gm(qs1), gm(deq2), gm(qs2), gm(qo2), gm(out), workspace.data(), gm(&td));
     }, &msg);
 }

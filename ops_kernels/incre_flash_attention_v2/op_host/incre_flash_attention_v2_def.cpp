@@ -1,5 +1,5 @@
 /*
- * IncreFlashAttentionV2 (ascend_attn, issue 5): OpDef, InferShape / InferDataType and the thin
+ * AscendAttnIncreFlashAttentionV2 (CANN's IncreFlashAttentionV2 contract under the package's own OpType): OpDef, InferShape / InferDataType and the thin
  * TilingFunc adapter. CANN build only: everything numeric lives in the pure tiling function
  * (incre_flash_attention_v2_tiling.cpp), which the host simulation calls directly.
  *
@@ -153,9 +153,9 @@ static graphStatus IncreFlashAttentionV2InferDataType(gert::InferDataTypeContext
 
 namespace ops {
 
-class IncreFlashAttentionV2 : public OpDef {
+class AscendAttnIncreFlashAttentionV2 : public OpDef {
 public:
-    explicit IncreFlashAttentionV2(const char* name) : OpDef(name)
+    explicit AscendAttnIncreFlashAttentionV2(const char* name) : OpDef(name)
     {
         // Supported combinations, one column each: fp16 float, fp16 C, bf16 float, bf16 C,
         // B/A with uint64 words, B/A with float32 dequant values.
@@ -199,7 +199,7 @@ public:
     }
 };
 
-OP_ADD(IncreFlashAttentionV2);
+OP_ADD(AscendAttnIncreFlashAttentionV2);
 
 }  // namespace ops
 

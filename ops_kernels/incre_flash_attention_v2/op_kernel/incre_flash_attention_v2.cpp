@@ -668,7 +668,7 @@ __aicore__ inline void Run(GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR ac
 }  // namespace ifa_kernel
 
 // Parameter order = OpDef inputs (op_host/incre_flash_attention_v2_def.cpp), outputs, workspace, tiling.
-extern "C" __global__ __aicore__ void incre_flash_attention_v2(
+extern "C" __global__ __aicore__ void ascend_attn_incre_flash_attention_v2(
     GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR pseShift, GM_ADDR attenMask, GM_ADDR actualSeqLengths,
     GM_ADDR dequantScale1, GM_ADDR quantScale1, GM_ADDR dequantScale2, GM_ADDR quantScale2, GM_ADDR quantOffset2,
     GM_ADDR attentionOut, GM_ADDR workspace, GM_ADDR tiling)

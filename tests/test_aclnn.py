@@ -158,6 +158,14 @@ def test_fag_entry_is_the_package_kernel_only_where_it_implements_the_input():
         aclnn.fag_package_reasons(0, False, False, False, 128)  # keyword-only
 
 
+@pytest.mark.parametrize("sparse_mode", [0, 1, 2, 3, 4, 6, 7, 8])
+def test_fag_package_kernel_runs_every_sparse_mode_with_mask_pse_and_dropout(sparse_mode):
+    for pse_form in (None, "full", "row", "alibi", "slopes"):
+        for dropout in (False, True):
+            assert aclnn.fag_package_reasons(sparse_mode=sparse_mode, has_mask=True, has_pse=pse_form is not None,
+                                             has_dropout=dropout, head_dim=128, pse_form=pse_form) == []
+
+
 def test_info_names_the_entry_per_input_class():
     rows = aclnn.entry_report(None)
     entries = {(op, what): api for op, what, api, _ in rows}

@@ -17,8 +17,9 @@ op of the documented name, else (no CANN op usable) the device-generic fallback.
 * FA grad V4: the package's ``aclnnAscendAttnFlashAttentionUnpaddingScoreGradV4`` where its kernel
   implements the input (:func:`fag_package_reasons`), else CANN's ``aclnnFlashAttentionUnpaddingScoreGradV4``.
 * IncreFlashAttention: the package's ``aclnnAscendAttnIncreFlashAttentionV2`` where its kernel
-  implements the input (:func:`ifa_package_reasons`), else CANN's ``aclnnIncreFlashAttentionV4``
-  (pse_shift, paged K/V, antiquant, left padding).
+  implements the input (:func:`ifa_package_reasons`: BSH / BSND / BNSD, one K/V tensor or tensor
+  lists, float path and int8 scenarios A/B/C), else CANN's ``aclnnIncreFlashAttentionV4`` (pse_shift,
+  paged K/V, antiquant, left padding).
 
 Every package OpType carries the vendor prefix ``AscendAttn`` (:data:`PACKAGE_PREFIX`): a custom-op
 package reusing a built-in OpType would compete with CANN's own op (custom vendors are resolved
@@ -150,10 +151,11 @@ def ifa_package_reasons(*, layout: str, kv_form: str, has_pse: bool, antiquant: 
     incre_flash_attention_v2_tiling.cpp``). ``kv_form``: "tensor", "list" or "paged"; ``group``:
     query heads per KV head."""
     reasons = []
-    if layout != "BSH":
-        reasons.append(f"input_layout {layout} (the package kernel implements BSH)")
-    if kv_form != "tensor":
-        reasons.append(f"{kv_form} key/value (the package kernel reads one contiguous tensor)")
+    if layout not in ("BSH", "BSND", "BNSD"):
+        reasons.append(f"input_layout {layout} (the package kernel implements BSH, BSND and BNSD)")
+    if kv_form not in ("tensor", "list"):
+        reasons.append(f"{kv_form} key/value (the package kernel reads one K/V tensor or a tensor list; "
+                       "paged K/V is CANN's V4)")
     for flag, what in ((has_pse, "pse_shift"), (antiquant, "antiquant"), (left_padding, "left padding")):
         if flag:
             reasons.append(f"{what} is not implemented by the package kernel")
@@ -193,7 +195,8 @@ def _input_classes():
         ("flash_attention_unpadding_score_grad", "pse", fag_package_reasons(**dict(fag, has_pse=True))),
         ("flash_attention_unpadding_score_grad", "dropout", fag_package_reasons(**dict(fag, has_dropout=True))),
         ("incre_flash_attention", "BSH, one K/V tensor", ifa_package_reasons(**ifa)),
-        ("incre_flash_attention", "BNSD / BSND", ifa_package_reasons(**dict(ifa, layout="BNSD"))),
+        ("incre_flash_attention", "BNSD / BSND", ifa_package_reasons(**dict(ifa, layout="BNSD"))
+         + ifa_package_reasons(**dict(ifa, layout="BSND"))),
         ("incre_flash_attention", "tensor-list K/V", ifa_package_reasons(**dict(ifa, kv_form="list"))),
         ("incre_flash_attention", "paged K/V", ifa_package_reasons(**dict(ifa, kv_form="paged"))),
         ("incre_flash_attention", "pse_shift / antiquant / left padding",

@@ -124,9 +124,11 @@ def ifa_plan(**features):
 
 @pytest.mark.parametrize("features, package_can_run, reason", [
     ({}, True, None),
-    ({"layout": "BNSD"}, False, "input_layout BNSD"),
+    ({"layout": "BNSD"}, True, None),
+    ({"layout": "BSND"}, True, None),
+    ({"kv_form": "list"}, True, None),
+    ({"layout": "BNSD", "kv_form": "list"}, True, None),
     ({"kv_form": "paged"}, False, "paged key/value"),
-    ({"kv_form": "list"}, False, "list key/value"),
     ({"pse": True}, False, "pse_shift"),
     ({"antiquant": "channel"}, False, "antiquant"),
     ({"head_dim": 40}, False, "head dim 40"),
@@ -267,7 +269,7 @@ def test_mindspore_fa_forward_and_grad_run_aclnn_in_ir_order(fake_ascend):
 
 
 @pytest.mark.parametrize("layout, package, expected", [
-    ("BSH", True, "package"), ("BSH", False, "native"), ("BNSD", True, "native")])
+    ("BSH", True, "package"), ("BSH", False, "native"), ("BNSD", True, "package")])
 def test_mindspore_ifa_runs_the_package_kernel_or_mindsporess_own_op(fake_ascend, monkeypatch, layout, package,
                                                                       expected):
     import importlib

@@ -90,7 +90,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> flash_attention_unpadding_score_grad(
 }
 
 // IncreFlashAttention has two entries (ascend_attn/aclnn.py picks one per input): the package's
-// own AscendAttnIncreFlashAttentionV2 kernel (BSH, contiguous K/V, float path and int8 scenarios A/B/C) and
+// own AscendAttnIncreFlashAttentionV2 kernel (BSH / BSND / BNSD, one K/V tensor or tensor lists, float path and
+// int8 scenarios A/B/C, flash-decode split) and
 // CANN's built-in IncreFlashAttentionV4 for the V4 extensions the package kernel does not implement.
 Tensor ifa_output(const Tensor& query, const std::string& out_dtype) {
   auto dtype = out_dtype == "int8" ? at::kChar : (out_dtype == "float16" ? at::kHalf : query.scalar_type());
@@ -98,7 +99,7 @@ Tensor ifa_output(const Tensor& query, const std::string& out_dtype) {
 }
 
 Tensor incre_flash_attention_package(
-    const Tensor& query, const Tensor& key, const Tensor& value, const optional<Tensor>& pse_shift,
+    const Tensor& query, at::TensorList key, at::TensorList value, const optional<Tensor>& pse_shift,
     const optional<Tensor>& atten_mask, const optional<Tensor>& actual_seq_lengths,
     const optional<Tensor>& dequant_scale1, const optional<Tensor>& quant_scale1,
     const optional<Tensor>& dequant_scale2, const optional<Tensor>& quant_scale2,
@@ -106,7 +107,7 @@ Tensor incre_flash_attention_package(
     int64_t num_key_value_heads, int64_t block_size, int64_t inner_precise, std::string out_dtype) {
   Tensor out = ifa_output(query, out_dtype);
   char* layout = const_cast<char*>(input_layout.c_str());
-  // the package op's IR: actual_seq_lengths is an int64 tensor input (value-dependent)
+  // the package op's IR: key / value DYNAMIC (tensor lists, as CANN's V2), actual_seq_lengths an int64 tensor
   EXEC_NPU_CMD(aclnnAscendAttnIncreFlashAttentionV2, query, key, value, pse_shift, atten_mask, actual_seq_lengths,
                dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2, num_heads, scale_value,
                layout, num_key_value_heads, block_size, inner_precise, out);

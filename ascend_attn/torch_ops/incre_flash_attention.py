@@ -65,7 +65,8 @@ def npu_kernel(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_
     api = aclnn.ifa_api(plan, backends.probe_kernel_package() is None)
     values = dict(options, query=query, key=list(key), value=list(value))
     if api is aclnn.IFA_PACKAGE_V2:
-        values.update(key=key[0], value=value[0], actual_seq_lengths=None if actual_seq_lengths is None else
+        # key / value: DYNAMIC inputs (aclTensorList) as in CANN's V2 prototype: one tensor or one per batch
+        values.update(actual_seq_lengths=None if actual_seq_lengths is None else
                       torch.tensor(actual_seq_lengths, dtype=torch.int64, device=query.device))
         return _npu_ext.incre_flash_attention_package(*api.arguments(values), plan.out_dtype)
     return _npu_ext.incre_flash_attention_cann(*api.arguments(values), plan.out_dtype)

@@ -71,7 +71,7 @@ LAYOUTS = {"BSH": 0, "BSND": 1, "BNSD": 2}
 
 
 def run_sim(fn, query, key, value, kw, *, cores=8, ub=192 * 1024, sim_ub=0, max_kv_block=0, max_split=1,
-            as_descriptor=False):
+            as_descriptor=False, min_split_len=0):
     """Runs the kernel; returns (status, message, output tensor, tiling info). ``key`` / ``value``: one
     tensor or per-batch lists (tensor-list K/V); ``as_descriptor``: one tensor handed over as a list of
     one (CANN's DYNAMIC-input form). ``max_split`` 1 keeps the flash-decode split off."""
@@ -105,7 +105,7 @@ def run_sim(fn, query, key, value, kw, *, cores=8, ub=192 * 1024, sim_ub=0, max_
     deq_float = int(d1 is not None and d1.dtype == np.float32)
     opts = np.array([IN_DTYPES[query.dtype], deq_float, 0 if qs2 is None else qs2.size, int(qo2 is not None),
                      cores, ub, sim_ub, max_kv_block, LAYOUTS[layout], 1 if is_list else 2 * int(as_descriptor),
-                     max_split], dtype=np.int64)
+                     max_split, min_split_len], dtype=np.int64)
     info = np.zeros(9, dtype=np.int64)
     msg = ctypes.create_string_buffer(2048)
     rc = fn(q.data_ptr(), k_arg, v_arg, _ptr(list_seq), out.data_ptr(), _ptr(seq), 0 if seq is None else seq.size,
@@ -339,8 +339,10 @@ def test_flash_decode_split_over_cores(ifa, dtype, layout, as_list, quant, mask)
     if quant:
         kw["quant_scale2"] = torch.rand(1, generator=torch.Generator().manual_seed(5)) * 100 + 50
     args, kw = _to_layout(base, kw, layout, as_list)
-    out, info = ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=0))
+    out, info = ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=0, min_split_len=64))
     assert info["split"] > 1 and info["used_cores"] == 2 * info["split"]
+    # CANN's rule: at least 512 positions per split (700 positions: no split)
+    assert ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=0))[1]["split"] == 1
     ref = ascend_attn.incre_flash_attention(*args, **kw)
     if quant:
         assert_int8_close(out, ref)

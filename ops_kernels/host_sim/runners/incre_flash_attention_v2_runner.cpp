@@ -4,12 +4,12 @@
  * usedCoreNum simulated cores, against caller-owned buffers.
  *
  *   shape[5] = {batch, num_heads, num_key_value_heads, head_dim, seq_kv}   (seq_kv: the largest S_b of a list)
- *   opts[11] = {query/key/value dtype (0 fp16, 1 int8, 2 bf16), dequant scales are float32 (1) or uint64 words (0),
+ *   opts[12] = {query/key/value dtype (0 fp16, 1 int8, 2 bf16), dequant scales are float32 (1) or uint64 words (0),
  *               quant_scale2 elements (0: absent, 1, Nq*D), quant_offset2 given (0/1),
  *               core count for the tiling, UB bytes told to the tiling, UB bytes of the simulated
  *               core (0: same), max KV block (0: default 512), layout (0 BSH, 1 BSND, 2 BNSD),
  *               K/V form (0 one tensor, 1 tensor list, 2 one tensor as a list of one: CANN's DYNAMIC form),
- *               max flash-decode split (0: default 16, 1: never)}
+ *               max flash-decode split (0: default 16, 1: never), fewest positions per split (0: 512)}
  *   key / value: one tensor, or (tensor lists) arrays of `batch` addresses with listSeq[b] = S_b; the
  *   runner builds the list descriptors the kernel reads (ascend_attn_sim/list_tensor.h).
  *   atten_mask: bool/int8/uint8 bytes (nonzero = masked) of shape maskShape[maskDimNum] (or null)
@@ -85,6 +85,9 @@ int Run(const void* query, const void* key, const void* value, const int64_t* li
     in.kvAsDescriptor = opts[9] == 2;  // one tensor as a list of one (the CANN form of DYNAMIC inputs)
     if (opts[10] > 0) {
         in.maxSplit = static_cast<uint32_t>(opts[10]);
+    }
+    if (opts[11] > 0) {
+        in.minSplitLen = static_cast<uint32_t>(opts[11]);
     }
     if (in.kvIsList && listSeq == nullptr) {
         msg = "ifa runner: tensor-list K/V need listSeq";

@@ -191,11 +191,16 @@ int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2T
     }
     // ---- flash-decode split: few items, long KV -> one item's positions over several cores --------
     // (float paths: the int8 scenarios need the global row max before P is quantised)
+    // As CANN's IFA tiling (read after writing ours): split only while B*Nkv < 0.4 * cores, and keep at
+    // least minSplitLen (512) positions per split, so that the combine step pays off.
     uint32_t splitNum = 1, splitChunk = 0;
-    if (!IsInt8Mode(mode) && items < in.coreNum && in.seqKv >= 2 * kvBlock) {
+    if (!IsInt8Mode(mode) && items * 10 < static_cast<uint64_t>(in.coreNum) * 4 && in.seqKv >= 2 * kvBlock) {
         const uint32_t blocks = (in.seqKv + kvBlock - 1) / kvBlock;
         splitNum = std::min<uint32_t>(std::min<uint32_t>(static_cast<uint32_t>(in.coreNum / items), blocks),
                                       in.maxSplit);
+        while (splitNum > 1 && in.seqKv / splitNum < in.minSplitLen) {
+            --splitNum;
+        }
         if (splitNum >= 2) {
             splitChunk = static_cast<uint32_t>(Up((in.seqKv + splitNum - 1) / splitNum, kvBlock));
             splitNum = (in.seqKv + splitChunk - 1) / splitChunk;  // no empty trailing split

@@ -13,7 +13,8 @@
  * [0, L_b) are streamed through UB in blocks of `kvBlock` positions; the last block of a batch
  * is a tail of L_b % kvBlock positions.
  *
- * Flash-decode split: when the B * Nkv items leave cores idle (float paths, KV of at least two blocks),
+ * Flash-decode split: when the B * Nkv items are fewer than 0.4 x the cores (float paths, KV of at least
+ * two blocks and minSplitLen positions per split),
  * each item's positions are cut into splitNum chunks of splitChunk positions, one task per core; every
  * task writes its partial (unnormalised acc, row max, row sum) to the workspace, and after SyncAll a
  * combine step merges the partials of each item (m = max m_s, l = sum l_s e^(m_s - m), o = sum acc_s
@@ -74,6 +75,7 @@ struct IfaTilingInput {
     uint64_t l0aSize = 64 * 1024, l0bSize = 64 * 1024, l0cSize = 128 * 1024;
     uint32_t maxKvBlock = 512;    // upper bound of the KV block (tests lower it to force loops)
     uint32_t maxSplit = 16;       // upper bound of the flash-decode split (1 = never split)
+    uint32_t minSplitLen = 512;   // fewest KV positions per split (CANN's empirical value; tests lower it)
 };
 
 // Status of the tiling function: 0 = OK, else an error; `err` receives a message.

@@ -225,7 +225,7 @@ def test_tiling_for_a_larger_ub_overflows_in_simulation(fag):
     assert rc == UB_OVERFLOW and "UB overflow" in msg, msg
     # a forced vector chunk too large for UB: the main phase's TPipe::InitBuffer fails
     rc, msg, info, _ = run_sim(fag, case, s1=64, s2=256, vec_rows=64)
-    assert rc == UB_OVERFLOW and "UB overflow" in msg, msg
+    assert rc == UB_OVERFLOW and "UB overflow" in msg and "[rule BUFFER_SIZE]" in msg, msg
     assert info[UB_PLANNED] > UB
 
 

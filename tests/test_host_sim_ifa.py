@@ -136,6 +136,14 @@ def assert_int8_close(out, ref):
     assert int(diff.max()) <= 1, f"int8 output off by {int(diff.max())}"
 
 
+def assert_out_close(out, ref, head_dim=32):
+    """int8 outputs within +-1, float outputs within 2 row ulps."""
+    if out.dtype == torch.int8:
+        assert_int8_close(out, ref)
+    else:
+        assert_fp16_close(out, ref, head_dim)
+
+
 def ok(result):
     rc, msg, out, info = result
     assert rc == 0, msg
@@ -175,10 +183,7 @@ def test_bf16(ifa, quant):
     out, info = ok(run_sim(ifa, *args, kw, cores=5, max_kv_block=32))
     assert info["mode"] == (1 if quant else 0)
     ref = ascend_attn.incre_flash_attention(*args, **kw)
-    if quant:
-        assert_int8_close(out, ref)
-    else:
-        assert_fp16_close(out, ref, 32)
+    assert_out_close(out, ref)
 
 
 # ------------------------------------------------------------------- scenario C (fp16 -> int8)
@@ -269,10 +274,7 @@ def test_mask_quant(ifa, scenario):
     kw["atten_mask"][2] = True
     out, _ = ok(run_sim(ifa, *args, kw, cores=3, max_kv_block=64))
     ref = ascend_attn.incre_flash_attention(*args, **kw)
-    if out.dtype == torch.int8:
-        assert_int8_close(out, ref)
-    else:
-        assert_fp16_close(out, ref, 32)
+    assert_out_close(out, ref)
 
 
 # ------------------------------------------------- layouts, tensor-list K/V, flash-decode split
@@ -320,10 +322,7 @@ def test_quant_scenarios_in_other_layouts(ifa, scenario, layout, as_list):
     args, kw = _to_layout(base, kw, layout, as_list)
     out, info = ok(run_sim(ifa, *args, kw, cores=4, max_kv_block=64))
     ref = ascend_attn.incre_flash_attention(*args, **kw)
-    if out.dtype == torch.int8:
-        assert_int8_close(out, ref)
-    else:
-        assert_fp16_close(out, ref, 32)
+    assert_out_close(out, ref)
 
 
 @pytest.mark.parametrize("dtype,layout,as_list,quant,mask", [
@@ -344,16 +343,10 @@ def test_flash_decode_split_over_cores(ifa, dtype, layout, as_list, quant, mask)
     # CANN's rule: at least 512 positions per split (700 positions: no split)
     assert ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=0))[1]["split"] == 1
     ref = ascend_attn.incre_flash_attention(*args, **kw)
-    if quant:
-        assert_int8_close(out, ref)
-    else:
-        assert_fp16_close(out, ref, 32)
+    assert_out_close(out, ref)
     # the same input without the split: same values within rounding
     plain, _ = ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=1))
-    if quant:
-        assert_int8_close(out, plain)
-    else:
-        assert_fp16_close(out, plain, 32)
+    assert_out_close(out, plain)
 
 
 # --------------------------------------------------------------------------- tiling failures

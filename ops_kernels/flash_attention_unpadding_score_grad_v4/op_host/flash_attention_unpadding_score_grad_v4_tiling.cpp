@@ -69,6 +69,31 @@ void FillCube(AscendC::tiling::TCubeTiling& t, uint32_t m, uint32_t n, uint32_t 
     t.dbL0C = 1;
 }
 
+// Contiguous unit ranges [start[c], start[c + 1]) for `cores` cores, balanced by cost; while units
+// remain, every core gets at least one.
+void SplitByCost(const std::vector<uint64_t>& cost, uint32_t cores, uint64_t* start)
+{
+    const uint64_t units = cost.size();
+    uint64_t total = 0;
+    for (uint64_t c : cost) {
+        total += c;
+    }
+    start[0] = 0;
+    uint64_t acc = 0, u = 0;
+    for (uint32_t c = 0; c < cores; ++c) {
+        const uint64_t target = total * (c + 1) / cores;
+        const uint64_t maxEnd = units - std::min<uint64_t>(units, cores - 1 - c);  // one unit per remaining core
+        while (u < maxEnd && (acc + cost[u] <= target || u == start[c])) {
+            acc += cost[u];
+            ++u;
+        }
+        if (c == cores - 1) {
+            u = units;
+        }
+        start[c + 1] = u;
+    }
+}
+
 }  // namespace
 
 void FagV4RowRange(const FagV4TilingData& t, uint32_t b, int64_t r, int64_t s1, int64_t s2, int64_t prefixB,
@@ -141,6 +166,21 @@ uint64_t FagV4PostUbBytes(uint32_t postRows, uint32_t d, uint32_t dtypeBytes)
     const uint64_t elems = static_cast<uint64_t>(postRows) * d;
     return 2 * AlignUp(elems * 4, kBlock) + 2 * AlignUp(elems * dtypeBytes, kBlock);
 }
+
+namespace {
+// Scores the index rule keeps in rows [r0, r1) and key columns [j0, j1) of sequence b.
+uint64_t KeptScores(const FagV4TilingData& t, uint32_t b, int64_t r0, int64_t r1, int64_t s1, int64_t s2,
+                    int64_t prefixB, int64_t j0, int64_t j1)
+{
+    uint64_t kept = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+        int64_t c0, c1;
+        FagV4RowRange(t, b, r, s1, s2, prefixB, c0, c1);
+        kept += static_cast<uint64_t>(std::max<int64_t>(0, std::min(c1, j1) - std::max(c0, j0)));
+    }
+    return kept;
+}
+}  // namespace
 
 FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData& t)
 {
@@ -335,12 +375,8 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
                 const int64_t r0 = static_cast<int64_t>(i * s1Block);
                 const int64_t r1 = std::min<int64_t>(s1[b], r0 + s1Block);
                 // score elements + the row-wise D_r work: keeps the split close to the real load
-                uint64_t kept = 0;
-                for (int64_t r = r0; r < r1; ++r) {
-                    int64_t c0, c1;
-                    FagV4RowRange(t, b, r, s1[b], s2[b], kind == kMaskPrefix ? in.prefix[b] : 0, c0, c1);
-                    kept += static_cast<uint64_t>(c1 - c0);
-                }
+                const uint64_t kept = KeptScores(t, b, r0, r1, s1[b], s2[b], kind == kMaskPrefix ? in.prefix[b] : 0,
+                                                 0, s2[b]);
                 cost.push_back(kept + static_cast<uint64_t>(r1 - r0) * t.d);
             }
         }
@@ -348,27 +384,7 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
     t.totalUnits = cost.size();
     const uint32_t cores = static_cast<uint32_t>(std::min<uint64_t>(
         std::min<uint32_t>(in.coreNum, kMaxCores), std::max<uint64_t>(1, t.totalUnits)));
-    uint64_t total = 0;
-    for (uint64_t c : cost) {
-        total += c;
-    }
-    t.unitStart[0] = 0;
-    uint64_t acc = 0, u = 0;
-    for (uint32_t c = 0; c < cores; ++c) {
-        const uint64_t target = total * (c + 1) / cores;
-        // leave at least one unit for every remaining core
-        const uint64_t maxEnd = t.totalUnits - std::min<uint64_t>(t.totalUnits, cores - 1 - c);
-        while (u < maxEnd && (acc + cost[u] <= target || u == t.unitStart[c])) {
-            acc += cost[u];
-            ++u;
-        }
-        if (c == cores - 1) {
-            while (u < t.totalUnits) {
-                acc += cost[u++];
-            }
-        }
-        t.unitStart[c + 1] = u;
-    }
+    SplitByCost(cost, cores, t.unitStart);
     t.usedCoreNum = cores;
 
     // ---- deterministic pass: kv-major units (b, g, key block), cost = kept scores of the group --------
@@ -383,33 +399,14 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
                 for (uint64_t i = 0; i < nBlk; ++i) {
                     const int64_t j0 = static_cast<int64_t>(i * s2Block);
                     const int64_t j1 = std::min<int64_t>(s2[b], j0 + s2Block);
-                    uint64_t kept = 0;
-                    for (int64_t r = 0; r < s1[b]; ++r) {
-                        int64_t c0, c1;
-                        FagV4RowRange(t, b, r, s1[b], s2[b], kind == kMaskPrefix ? in.prefix[b] : 0, c0, c1);
-                        kept += static_cast<uint64_t>(std::max<int64_t>(0, std::min(c1, j1) - std::max(c0, j0)));
-                    }
+                    const uint64_t kept = KeptScores(t, b, 0, s1[b], s1[b], s2[b],
+                                                     kind == kMaskPrefix ? in.prefix[b] : 0, j0, j1);
                     kvCost.push_back(kept * t.g + static_cast<uint64_t>(j1 - j0) * t.d);
                 }
             }
         }
         t.totalKvUnits = kvCost.size();
-        uint64_t kvTotal = 0;
-        for (uint64_t c : kvCost) {
-            kvTotal += c;
-        }
-        uint64_t kacc = 0, ku = 0;
-        t.kvUnitStart[0] = 0;
-        for (uint32_t c = 0; c < cores; ++c) {
-            const uint64_t target = kvTotal * (c + 1) / cores;
-            while (ku < t.totalKvUnits && kacc + kvCost[ku] <= target) {
-                kacc += kvCost[ku++];
-            }
-            if (c == cores - 1) {
-                ku = t.totalKvUnits;
-            }
-            t.kvUnitStart[c + 1] = ku;
-        }
+        SplitByCost(kvCost, cores, t.kvUnitStart);
     }
 
     // ---- workspace -------------------------------------------------------------------------------------

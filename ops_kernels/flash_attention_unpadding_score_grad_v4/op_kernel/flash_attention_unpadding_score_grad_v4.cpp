@@ -273,12 +273,8 @@ public:
         uint64_t u = 0;
         int64_t prevQ = 0, prevK = 0, oq = 0, ok = 0;
         for (uint32_t b = 0; b < t_->batch && u < uEnd; ++b) {
-            const int64_t cq = cumQGm_.GetValue(b), ck = cumKvGm_.GetValue(b);
-            const int64_t s1 = cq - prevQ > 0 ? cq - prevQ : 0;
-            const int64_t s2 = ck - prevK > 0 ? ck - prevK : 0;
-            prevQ = cq;
-            prevK = ck;
-            prefixB_ = t_->maskKind == fag_v4::kMaskPrefix ? prefixGm_.GetValue(b) : 0;
+            int64_t s1, s2;
+            SeqLengths(b, prevQ, prevK, s1, s2);
             const uint64_t nBlk = (static_cast<uint64_t>(s1) + t_->s1Block - 1) / t_->s1Block;
             const uint64_t seqUnits = nBlk * t_->n1;
             if (u + seqUnits > uBegin) {
@@ -309,16 +305,12 @@ public:
         pairBase_ = 0;
         rowBase_ = 0;
         for (uint32_t b = 0; b < t_->batch && u < uEnd; ++b) {
-            const int64_t cq = cumQGm_.GetValue(b), ck = cumKvGm_.GetValue(b);
-            const int64_t s1 = cq - prevQ > 0 ? cq - prevQ : 0;
-            const int64_t s2 = ck - prevK > 0 ? ck - prevK : 0;
-            prevQ = cq;
-            prevK = ck;
+            int64_t s1, s2;
+            SeqLengths(b, prevQ, prevK, s1, s2);
             if (s1 == 0) {
                 NextSequence(oq, ok, s1, s2);
                 continue;
             }
-            prefixB_ = t_->maskKind == fag_v4::kMaskPrefix ? prefixGm_.GetValue(b) : 0;
             const uint64_t nBlk = (static_cast<uint64_t>(s2) + t_->s2Block - 1) / t_->s2Block;
             const uint64_t seqUnits = nBlk * t_->n2;
             for (uint64_t x = (uBegin > u ? uBegin - u : 0); x < seqUnits && u + x < uEnd; ++x) {
@@ -351,6 +343,17 @@ public:
 
 private:
     __aicore__ static inline uint32_t Align32(uint64_t b) { return static_cast<uint32_t>((b + 31) / 32 * 32); }
+
+    // S1_b / S2_b from the cumulative lengths (negative steps clamp to 0), and prefix[b] (mode 6).
+    __aicore__ inline void SeqLengths(uint32_t b, int64_t& prevQ, int64_t& prevK, int64_t& s1, int64_t& s2)
+    {
+        const int64_t cq = cumQGm_.GetValue(b), ck = cumKvGm_.GetValue(b);
+        s1 = cq - prevQ > 0 ? cq - prevQ : 0;
+        s2 = ck - prevK > 0 ? ck - prevK : 0;
+        prevQ = cq;
+        prevK = ck;
+        prefixB_ = t_->maskKind == fag_v4::kMaskPrefix ? prefixGm_.GetValue(b) : 0;
+    }
 
     // Offsets of the next sequence: rows of q / k, its [N1, S1, S2] block in drop_mask and the full
     // pse form, its [N1, 1, S2] rows in the broadcast pse form.

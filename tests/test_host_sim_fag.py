@@ -262,6 +262,8 @@ FEATURES = [
     ("bf16-dropout-pse0-mode1", "bfloat16", (17, 22), (20, 25), 4, 2, 16, 1, "", (8, 16, 0),
      dict(dropout=True, pse_type=0, full_mask="local")),
     ("fp32-dropout-prefix", "float32", (12, 7), (12, 20), 2, 2, 16, 6, "same_as_input", (8, 8, 0), dict(dropout=True)),
+    ("fp16-dropout-mode1-zero-len", "float16", (6, 0, 11, 0), (7, 5, 0, 0), 4, 2, 40, 1, "", (16, 16, 0),
+     dict(dropout=True, full_mask="local")),
 ]
 
 
@@ -293,11 +295,14 @@ def test_compressed_alibi_pse_with_a_full_mask(fag):
         assert_close(got, ref, "float16")
 
 
-def test_deterministic_accumulation_is_bitwise_independent_of_the_core_split(fag):
+@pytest.mark.parametrize("seq_q,seq_kv,mode,features", [
+    ((29, 3, 17), (31, 6, 17), 0, dict(full_mask="local", pse_type=2, dropout=True)),
+    ((9, 0, 14), (12, 5, 14), 3, dict(dropout=True)),  # kv rows of the empty sequence stay 0
+])
+def test_deterministic_accumulation_is_bitwise_independent_of_the_core_split(fag, seq_q, seq_kv, mode, features):
     """The deterministic branch accumulates dk / dv per kv-major unit on one core in a fixed order, dq per
     query unit: the same bits for any core count (and still the torch op's values)."""
-    case = make_case("float32", (29, 3, 17), (31, 6, 17), 4, 2, 24, 0, "same_as_input", full_mask="local",
-                     pse_type=2, dropout=True)
+    case = make_case("float32", seq_q, seq_kv, 4, 2, 24, mode, "same_as_input", **features)
     results = []
     for cores in (1, 3, 8):
         rc, msg, info, grads = run_sim(fag, case, cores=cores, s1=8, s2=16, deterministic=True)

@@ -160,9 +160,11 @@ def _ms_native_rau_limits(input_softmax_layout: str = "", **_) -> list[str]:
     return []
 
 
-# Per-op requirements beyond a backend's own probes. Which aclnn entry each op calls on Ascend is
-# aclnn.py's table (shared by the torch glue and MindSpore's aot Custom ops).
-_NPU_OP_NEEDS = {"flash_attention_unpadding_score_grad": ("probe_kernel_package",)}
+# Per-op requirements beyond a backend's own probes (none today: where the ascend_attn package is not
+# installed or its kernel does not implement an input, CANN's built-in op of the documented name runs).
+# Which aclnn entry each op calls on Ascend is aclnn.py's table and selection (shared by the torch glue
+# and MindSpore's aot Custom ops; `ascend-attn info` prints it per input class).
+_NPU_OP_NEEDS: dict[str, tuple[str, ...]] = {}
 
 def _native_ops() -> tuple[str, ...]:
     # native/__init__.py imports nothing heavy, so the registry can read its op list without torch.
@@ -171,9 +173,10 @@ def _native_ops() -> tuple[str, ...]:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    # On NPU tensors, through the glue extension: RingAttentionUpdate is CANN's own V2 (through
-    # torch_npu, no glue needed); the FA forward is CANN's V4; FA grad V4 is the ascend_attn package's
-    # (ops_kernels/); IFA is the package's V2 kernel where it implements the input, else CANN's V4.
+    # On NPU tensors, through the glue extension: RingAttentionUpdate is the ascend_attn package's
+    # (ops_kernels/) where installed, else CANN's own V2 (through torch_npu, no glue needed); the FA
+    # forward is CANN's V4; FA grad V4 and IFA are the package's kernels where they implement the
+    # input, else CANN's built-in V4 ops (aclnn.fag_api / aclnn.ifa_api).
     Backend("torch_npu.kernels", "torch", NPU_OPS, ("npu",), ("probe_torch_npu",),
             "NPU kernels on NPU tensors (CANN / ascend_attn custom-op package through torch_npu)",
             {op: _needs("probe_npu_glue", *_NPU_OP_NEEDS.get(op, ())) for op in NPU_OPS[1:]}),

@@ -22,11 +22,10 @@ def _width() -> int:
 
 
 def _wrapped(label: str, text: str, indent: int, out) -> None:
-    """``label`` padded to ``indent`` columns, then ``text`` wrapped under itself."""
-    lines = textwrap.wrap(text, width=max(_width() - indent, 30)) or [""]
-    print(f"{label:<{indent}}{lines[0]}", file=out)
-    for line in lines[1:]:
-        print(" " * indent + line, file=out)
+    """``label`` padded to ``indent`` columns, then ``text`` wrapped to the terminal, continuation
+    lines indented by ``indent``."""
+    print(textwrap.fill(text, width=_width(), initial_indent=label.ljust(indent), subsequent_indent=" " * indent,
+                        break_on_hyphens=False), file=out)
 
 
 def info(out=sys.stdout) -> int:
@@ -63,6 +62,17 @@ def info(out=sys.stdout) -> int:
         _wrapped("\nCPU features detected: ", ", ".join(features) or "none (scalar code)", 23, out)
     pkg = backends.probe_kernel_package()
     _wrapped("\nCustom-op kernel package: ", "installed" if pkg is None else "not usable: " + pkg, 26, out)
+    print("aclnn entry on Ascend per input class (the package kernel where it implements the input,\n"
+          "else CANN's op):", file=out)
+    from .aclnn import entry_report
+    last_op = None
+    for op, what, api, why in entry_report(pkg):
+        if op != last_op:
+            print(f"  {op}", file=out)
+            last_op = op
+        if pkg is not None and why.endswith(pkg):
+            why = "package not usable, see above"  # the package's reason is stated once
+        _wrapped(f"    {what}: ", f"{api} ({why})", 6, out)
     glue = backends.probe_npu_glue()
     _wrapped("NPU glue (ascend_attn._npu_ext): ", "built" if glue is None else "not usable: " + glue, 33, out)
     return 0

@@ -76,8 +76,8 @@ def test_npu_slot_is_filled_only_when_selected(monkeypatch):
 
 
 def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
-    """RAU needs only torch_npu (CANN's op); FA forward and IFA (CANN's V4 where the package kernel
-    can't run the input) also the glue; FA grad also the package."""
+    """RAU needs only torch_npu (CANN's op without the package); FA forward, FA grad and IFA also the
+    glue (CANN's built-in op where the package is missing or its kernel can't run the input)."""
     from ascend_attn import torch_ops
     assert set(torch_ops.NPU_KERNELS) == set(backends.NPU_OPS) == set(torch_ops.OP_DEFS)
     assert set(backends.OPS) - set(backends.NPU_OPS) == {"self_attention"}
@@ -92,8 +92,8 @@ def test_every_op_has_an_npu_kernel_slot_with_its_own_requirements(monkeypatch):
     monkeypatch.setattr(backends, "probe_npu_glue", lambda: None)
     assert backends.select("torch", "flash_attention_varlen_score", "npu")[0].name == "torch_npu.kernels"
     assert backends.select("torch", "incre_flash_attention", "npu")[0].name == "torch_npu.kernels"
-    grad = backends.select("torch", "flash_attention_unpadding_score_grad", "npu")
-    assert grad[0].name == "torch.fallback" and grad[1]["torch_npu.kernels"] == ["no package (faked)"]
+    # without the package, FA grad runs CANN's built-in FlashAttentionUnpaddingScoreGradV4 (aclnn.fag_api)
+    assert backends.select("torch", "flash_attention_unpadding_score_grad", "npu")[0].name == "torch_npu.kernels"
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: None)
     recorded = {op: RecordingOpDef() for op in backends.NPU_OPS}
     npu.install(recorded, torch_ops.NPU_KERNELS)
@@ -127,8 +127,8 @@ def test_kernel_package_found_in_custom_opp_path(monkeypatch, tmp_path):
 
 
 def test_mindspore_on_ascend_native_then_aclnn(monkeypatch):
-    """RAU: MindSpore's own V1 op unless the statistics are TND (then CANN's V2 as an aot op); FA grad
-    needs the package; without Ascend everything is the pyfunc fallback."""
+    """RAU: MindSpore's own V1 op unless the statistics are TND (then an aot op); FA grad runs with or
+    without the package (CANN's op then); without Ascend everything is the pyfunc fallback."""
     monkeypatch.setattr(backends, "probe_mindspore_ascend", lambda: None)
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: "no package (faked)")
     chosen, _ = backends.select("mindspore", "ring_attention_update", "Ascend", input_softmax_layout="")
@@ -138,8 +138,9 @@ def test_mindspore_on_ascend_native_then_aclnn(monkeypatch):
     assert any('input_softmax_layout "TND"' in r for r in skipped["mindspore.native"])
     for op in ("flash_attention_varlen_score", "incre_flash_attention"):
         assert backends.select("mindspore", op, "Ascend")[0].name == "mindspore.kernels"
-    grad = backends.select("mindspore", "flash_attention_unpadding_score_grad", "Ascend")
-    assert grad[0].name == "mindspore.fallback" and "no package (faked)" in grad[1]["mindspore.kernels"]
+    # without the package FA grad runs CANN's built-in op (aclnn.fag_api), with it the package's
+    assert backends.select("mindspore", "flash_attention_unpadding_score_grad", "Ascend")[0].name == \
+        "mindspore.kernels"
     monkeypatch.setattr(backends, "probe_kernel_package", lambda: None)
     assert backends.select("mindspore", "flash_attention_unpadding_score_grad", "Ascend")[0].name == \
         "mindspore.kernels"

@@ -50,7 +50,7 @@ def ifa(tmp_path_factory):
     lib = ctypes.CDLL(str(path))
     f = lib.ascend_attn_sim_incre_flash_attention_v2
     f.restype = ctypes.c_int
-    f.argtypes = [P, P, P, P, P, ctypes.c_int64, P, P, P, P, P, P, P, ctypes.c_int64, P, P, ctypes.c_float, P,
+    f.argtypes = [P, P, P, P, P, P, ctypes.c_int64, P, P, P, P, P, P, P, ctypes.c_int64, P, P, ctypes.c_float, P,
                   ctypes.c_char_p, ctypes.c_int64]
     return f
 
@@ -67,12 +67,30 @@ def _ptr(a):
     return None if a is None else a.ctypes.data_as(P)
 
 
-def run_sim(fn, query, key, value, kw, *, cores=8, ub=192 * 1024, sim_ub=0, max_kv_block=0):
-    """Runs the kernel; returns (status, message, output tensor, tiling info)."""
+LAYOUTS = {"BSH": 0, "BSND": 1, "BNSD": 2}
+
+
+def run_sim(fn, query, key, value, kw, *, cores=8, ub=192 * 1024, sim_ub=0, max_kv_block=0, max_split=1,
+            as_descriptor=False, min_split_len=0):
+    """Runs the kernel; returns (status, message, output tensor, tiling info). ``key`` / ``value``: one
+    tensor or per-batch lists (tensor-list K/V); ``as_descriptor``: one tensor handed over as a list of
+    one (CANN's DYNAMIC-input form). ``max_split`` 1 keeps the flash-decode split off."""
     nq = kw["num_heads"]
     nkv = kw.get("num_key_value_heads", 0) or nq
-    d = query.shape[-1] // nq
-    q, k, v = (x.contiguous() for x in (query, key, value))
+    layout = kw.get("input_layout", "BSH")
+    d = query.shape[-1] // nq if layout == "BSH" else query.shape[-1]
+    seq_dim = 2 if layout == "BNSD" else 1
+    q = query.contiguous()
+    is_list = isinstance(key, (list, tuple))
+    if is_list:
+        keys, values = [x.contiguous() for x in key], [x.contiguous() for x in value]
+        list_seq = np.array([x.shape[seq_dim] for x in keys], dtype=np.int64)
+        k_ptrs = (ctypes.c_void_p * len(keys))(*[x.data_ptr() for x in keys])
+        v_ptrs = (ctypes.c_void_p * len(values))(*[x.data_ptr() for x in values])
+        k_arg, v_arg, seq_kv = ctypes.addressof(k_ptrs), ctypes.addressof(v_ptrs), int(list_seq.max())
+    else:
+        k, v = key.contiguous(), value.contiguous()
+        list_seq, k_arg, v_arg, seq_kv = None, k.data_ptr(), v.data_ptr(), key.shape[seq_dim]
     qs2, qo2 = _flat(kw.get("quant_scale2"), np.float32), _flat(kw.get("quant_offset2"), np.float32)
     d1, d2 = _flat(kw.get("dequant_scale1"), np.float32), _flat(kw.get("dequant_scale2"), np.float32)
     q1 = _flat(kw.get("quant_scale1"), np.float32)
@@ -83,17 +101,19 @@ def run_sim(fn, query, key, value, kw, *, cores=8, ub=192 * 1024, sim_ub=0, max_
     mask = kw.get("atten_mask")
     mask = None if mask is None else mask.contiguous().view(torch.uint8)
     mask_shape = np.array([] if mask is None else list(mask.shape), dtype=np.int64)
-    shape = np.array([query.shape[0], nq, nkv, d, key.shape[1]], dtype=np.int64)
+    shape = np.array([query.shape[0], nq, nkv, d, seq_kv], dtype=np.int64)
     deq_float = int(d1 is not None and d1.dtype == np.float32)
     opts = np.array([IN_DTYPES[query.dtype], deq_float, 0 if qs2 is None else qs2.size, int(qo2 is not None),
-                     cores, ub, sim_ub, max_kv_block], dtype=np.int64)
-    info = np.zeros(8, dtype=np.int64)
+                     cores, ub, sim_ub, max_kv_block, LAYOUTS[layout], 1 if is_list else 2 * int(as_descriptor),
+                     max_split, min_split_len], dtype=np.int64)
+    info = np.zeros(9, dtype=np.int64)
     msg = ctypes.create_string_buffer(2048)
-    rc = fn(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), _ptr(seq), 0 if seq is None else seq.size,
+    rc = fn(q.data_ptr(), k_arg, v_arg, _ptr(list_seq), out.data_ptr(), _ptr(seq), 0 if seq is None else seq.size,
             _ptr(d1), _ptr(q1), _ptr(d2), _ptr(qs2), _ptr(qo2), None if mask is None else mask.data_ptr(),
             _ptr(mask_shape), mask_shape.size, _ptr(shape), _ptr(opts),
             float(kw.get("scale_value", 1.0)), _ptr(info), msg, len(msg))
-    keys = ("used_cores", "kv_block", "ub_bytes", "mode", "workspace", "items_per_core", "former_cores", "seq_align")
+    keys = ("used_cores", "kv_block", "ub_bytes", "mode", "workspace", "items_per_core", "former_cores", "seq_align",
+            "split")
     return rc, msg.value.decode(), out, dict(zip(keys, info.tolist()))
 
 
@@ -114,6 +134,14 @@ def assert_fp16_close(out, ref, head_dim, ulps=2):
 def assert_int8_close(out, ref):
     diff = (out.int() - ref.int()).abs()
     assert int(diff.max()) <= 1, f"int8 output off by {int(diff.max())}"
+
+
+def assert_out_close(out, ref, head_dim=32):
+    """int8 outputs within +-1, float outputs within 2 row ulps."""
+    if out.dtype == torch.int8:
+        assert_int8_close(out, ref)
+    else:
+        assert_fp16_close(out, ref, head_dim)
 
 
 def ok(result):
@@ -155,10 +183,7 @@ def test_bf16(ifa, quant):
     out, info = ok(run_sim(ifa, *args, kw, cores=5, max_kv_block=32))
     assert info["mode"] == (1 if quant else 0)
     ref = ascend_attn.incre_flash_attention(*args, **kw)
-    if quant:
-        assert_int8_close(out, ref)
-    else:
-        assert_fp16_close(out, ref, 32)
+    assert_out_close(out, ref)
 
 
 # ------------------------------------------------------------------- scenario C (fp16 -> int8)
@@ -249,10 +274,79 @@ def test_mask_quant(ifa, scenario):
     kw["atten_mask"][2] = True
     out, _ = ok(run_sim(ifa, *args, kw, cores=3, max_kv_block=64))
     ref = ascend_attn.incre_flash_attention(*args, **kw)
-    if out.dtype == torch.int8:
-        assert_int8_close(out, ref)
+    assert_out_close(out, ref)
+
+
+# ------------------------------------------------- layouts, tensor-list K/V, flash-decode split
+
+def _to_layout(args, kw, layout, as_list=False):
+    """A BSH case (one K/V tensor) as ``layout`` (query (B,1,N,D) / (B,N,1,D), K/V (B,S,N,D) /
+    (B,N,S,D)), optionally as per-batch tensor lists cut to each batch's actual length."""
+    q, k, v = args
+    nq, nkv = kw["num_heads"], kw.get("num_key_value_heads") or kw["num_heads"]
+    b, s = k.shape[0], k.shape[1]
+    d = q.shape[-1] // nq
+    if layout == "BSND":
+        q, k, v = q.view(b, 1, nq, d), k.view(b, s, nkv, d), v.view(b, s, nkv, d)
+    elif layout == "BNSD":
+        q = q.view(b, nq, 1, d)
+        k, v = (x.view(b, s, nkv, d).permute(0, 2, 1, 3).contiguous() for x in (k, v))
+    if as_list:
+        lengths = kw.get("actual_seq_lengths") or [s] * b
+        dim = 2 if layout == "BNSD" else 1
+        k, v = ([x[i:i + 1].narrow(dim, 0, max(int(n), 1)).contiguous() for i, n in enumerate(lengths)]
+                for x in (k, v))
+    return (q, k, v), dict(kw, input_layout=layout)
+
+
+@pytest.mark.parametrize("layout", ["BSH", "BSND", "BNSD"])
+@pytest.mark.parametrize("kv_form", ["tensor", "list", "list of one"])
+def test_layouts_and_tensor_lists(ifa, layout, kv_form):
+    """V2's layouts (BNSD: K/V rows of one head contiguous) and tensor-list K/V (one tensor per batch of
+    its own length, addresses and shapes read from the list descriptors; or one tensor as a list of
+    one, as CANN passes DYNAMIC inputs), with a per-head mask."""
+    base, kw = ifa_case("BSH", "float16", 3, 8, 2, 32, 100, lengths=[100, 37, 64], mask="B,N,1,S", seed=19)
+    args, kw = _to_layout(base, kw, layout, kv_form == "list")
+    out, info = ok(run_sim(ifa, *args, kw, cores=4, max_kv_block=32, as_descriptor=kv_form == "list of one"))
+    assert info["split"] == 1
+    assert_fp16_close(out, ascend_attn.incre_flash_attention(*args, **kw), 32)
+
+
+@pytest.mark.parametrize("scenario,layout,as_list", [("A", "BNSD", False), ("B", "BSND", True), ("C", "BNSD", True)])
+def test_quant_scenarios_in_other_layouts(ifa, scenario, layout, as_list):
+    if scenario == "C":
+        base, kw = ifa_case("BSH", "float16", 3, 8, 2, 32, 150, lengths=[150, 0, 33], seed=5)
+        kw["quant_scale2"] = torch.rand(8 * 32, generator=torch.Generator().manual_seed(3)) * 100 + 50
     else:
-        assert_fp16_close(out, ref, 32)
+        base, kw = _int8_case(scenario, True, per_channel=scenario == "A", seed=4)
+    args, kw = _to_layout(base, kw, layout, as_list)
+    out, info = ok(run_sim(ifa, *args, kw, cores=4, max_kv_block=64))
+    ref = ascend_attn.incre_flash_attention(*args, **kw)
+    assert_out_close(out, ref)
+
+
+@pytest.mark.parametrize("dtype,layout,as_list,quant,mask", [
+    ("float16", "BSH", False, False, False),
+    ("bfloat16", "BNSD", True, False, True),
+    ("float16", "BSND", False, True, True),
+])
+def test_flash_decode_split_over_cores(ifa, dtype, layout, as_list, quant, mask):
+    """B * Nkv = 2 items on 16 cores: each item's KV range is cut over several cores (partial acc, max,
+    sum in the workspace), then combined after SyncAll; a split beyond a batch's length is empty."""
+    base, kw = ifa_case("BSH", dtype, 2, 8, 1, 32, 700, lengths=[700, 150], mask="B,1,1,S" if mask else None,
+                        seed=29)
+    if quant:
+        kw["quant_scale2"] = torch.rand(1, generator=torch.Generator().manual_seed(5)) * 100 + 50
+    args, kw = _to_layout(base, kw, layout, as_list)
+    out, info = ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=0, min_split_len=64))
+    assert info["split"] > 1 and info["used_cores"] == 2 * info["split"]
+    # CANN's rule: at least 512 positions per split (700 positions: no split)
+    assert ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=0))[1]["split"] == 1
+    ref = ascend_attn.incre_flash_attention(*args, **kw)
+    assert_out_close(out, ref)
+    # the same input without the split: same values within rounding
+    plain, _ = ok(run_sim(ifa, *args, kw, cores=16, max_kv_block=64, max_split=1))
+    assert_out_close(out, plain)
 
 
 # --------------------------------------------------------------------------- tiling failures

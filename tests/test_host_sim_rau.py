@@ -323,6 +323,22 @@ def test_sim_enforces_limits(sim, case, code, text):
     assert rc == code and text in msg, msg
 
 
+# The 910B API rules of CANN's CPU-debug checks (hicann/asc-tools cpudebug/src/api_check), restated in
+# host_sim/include/ascend_attn_sim/chip_limits.h: a deliberate violation fails and names its rule.
+@pytest.mark.parametrize("case,code,rule", [
+    (11, 3, "DATACOPY_LEN_32B"),       # DataCopy of 36 bytes
+    (12, 2, "BUFFER_SIZE"),            # 200 KiB of queues in a 192 KiB UB
+    (16, 3, "ADDR_ALIGN_32B"),         # vector operand at +4 bytes
+    (23, 8, "DATACOPYPAD_PARAMS"),     # blockCount 4096
+    (24, 8, "MASK_RANGE"),             # bit mask selecting nothing
+    (25, 5, "TENSOR_SIZE_OVERFLOW"),   # 8 repeats of 256 bytes in a 256-byte tensor
+    (26, 7, "TENSOR_POSITION"),        # vector instruction on an L1 tensor
+])
+def test_sim_names_the_910b_rule_a_kernel_breaks(sim, case, code, rule):
+    rc, msg, _ = selftest(sim, case, np.zeros(64), 64)
+    assert rc == code and f"[rule {rule}]" in msg, msg
+
+
 CAST_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "int8": 3, "int32": 4}
 MODES = {"NONE": 0, "RINT": 1, "FLOOR": 2, "CEIL": 3, "ROUND": 4, "TRUNC": 5, "ODD": 6}
 

@@ -235,15 +235,16 @@ class Primitive(nn.Cell):
         """Everything on the host; returns the call inputs by name, host lists as lists of ints."""
         raise NotImplementedError
 
-    def host_list_input(self, name: str, values):
-        """How a checked host list reaches ``construct``: an int64 tensor (CANN's forward overrides this)."""
+    def host_list_input(self, name: str, values, bound: dict):
+        """How a checked host list reaches ``construct`` (``bound``: the checked call): an int64 tensor (FA
+        overrides this for CANN's aclnn ops, which take host int arrays)."""
         return hostint64_tensor(values)
 
     def __call__(self, *args, **kwargs):
-        call = {}
-        for name, value in self.check(*args, **kwargs).items():
+        bound, call = self.check(*args, **kwargs), {}
+        for name, value in bound.items():
             if name in self.INT_LISTS:
-                value = self.host_list_input(name, value)
+                value = self.host_list_input(name, value, bound)
             elif isinstance(value, tuple):
                 value = list(value)
             call[name] = value

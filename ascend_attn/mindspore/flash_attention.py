@@ -250,7 +250,7 @@ def _forward_bprop(grad_custom: ops.Custom):
 # ----------------------------------------------------------------------------- Ascend: aclnn
 
 def aclnn_attrs(op: str, attrs: FlashAttrs) -> dict:
-    """The aclnn attributes of a primitive (CANN's forward V4 / the package's grad V4)."""
+    """The aclnn attributes of a primitive (CANN's forward V4 / the grad V4, package's or CANN's)."""
     layout = "softmax_out_layout" if op == FWD_OP else "softmax_in_layout"
     return {"scale_value": attrs.scale_value, "keep_prob": attrs.keep_prob, "pre_tokens": attrs.pre_tokens,
             "next_tokens": attrs.next_tokens, "head_num": attrs.head_num, "input_layout": "TND",
@@ -258,22 +258,48 @@ def aclnn_attrs(op: str, attrs: FlashAttrs) -> dict:
             "seed": 0, "offset": 0, layout: attrs.softmax_layout}
 
 
+def grad_api(sparse_mode: int, atten_mask, pse, drop_mask, query) -> aclnn.AclnnApi:
+    """The grad entry of an input (``aclnn.fag_package_reasons``): the package's kernel where it implements
+    it and the package is installed, else CANN's built-in op. Needs only what a graph knows statically
+    (which optional inputs are present, the head dim)."""
+    reasons = aclnn.fag_package_reasons(sparse_mode=sparse_mode, has_mask=atten_mask is not None,
+                                        has_pse=pse is not None, has_dropout=drop_mask is not None,
+                                        head_dim=query.shape[-1])
+    if backends.probe_kernel_package() is None and not reasons:
+        return aclnn.FA_GRAD_PACKAGE
+    return aclnn.FA_GRAD_CANN_V4
+
+
 @functools.lru_cache(maxsize=None)
-def aclnn_op(op: str, attr_values: tuple) -> ops.Custom:
+def grad_aot_op(api: aclnn.AclnnApi) -> ops.Custom:
+    """aot Custom op of a grad entry (the package's: lengths as int64 tensors; CANN's: host int arrays)."""
+    return aot_op(api, lambda *s: (s[0], s[1], s[2], [0]), lambda *d: (d[0], d[1], d[2], d[0]))
+
+
+def grad_lengths(api: aclnn.AclnnApi, values: dict) -> dict:
+    """The length lists as the entry takes them: int64 tensors (package) or host tuples (CANN)."""
+    if api is aclnn.FA_GRAD_PACKAGE:
+        return {n: int64_tensor(values.get(n)) for n in INT_LISTS}
+    return {n: values.get(n) for n in INT_LISTS}
+
+
+@functools.lru_cache(maxsize=None)
+def aclnn_op(op: str, attr_values: tuple) -> ops.Custom | None:
     """aot Custom op of the forward (CANN's aclnnFlashAttentionVarLenScoreV4, length lists as host int
-    arrays) or the grad (the package's aclnnFlashAttentionUnpaddingScoreGradV4, lengths as int64 tensors).
-    The forward's bprop is the grad op; outputs are in IR order (forward: max, sum, softmax_out, out)."""
+    arrays); the grad's entry depends on the input (:func:`grad_api`), so the grad primitive has none
+    here. The forward's bprop is the grad op; outputs are in IR order (forward: max, sum, softmax_out, out)."""
     if op == GRAD_OP:
-        return aot_op(aclnn.FA_GRAD_V4, lambda *s: (s[0], s[1], s[2], [0]), lambda *d: (d[0], d[1], d[2], d[0]))
-    grad = aclnn_op(GRAD_OP, attr_values)
-    grad_attrs = aclnn.FA_GRAD_V4.attr_values(aclnn_attrs(GRAD_OP, FlashAttrs(*attr_values)))
+        return None
+    attrs = FlashAttrs(*attr_values)
+    grad_attrs = aclnn.FA_GRAD_PACKAGE.attr_values(aclnn_attrs(GRAD_OP, attrs))
     n_in = len(aclnn.FA_FORWARD_V4.inputs)
 
     def bprop(*args):  # forward inputs, forward attributes, out, dout
         given, out, dout = dict(zip(aclnn.FA_FORWARD_V4.inputs, args[:n_in])), args[-2], args[-1]
-        lengths = {n: int64_tensor(given[n]) for n in INT_LISTS}
-        dq, dk, dv, _ = grad(*aclnn.FA_GRAD_V4.input_values(dict(
-            given, **lengths, dy=dout[3], softmax_max=out[0], softmax_sum=out[1], attention_in=out[3])), *grad_attrs)
+        api = grad_api(attrs.sparse_mode, given["atten_mask"], given["pse"], given["drop_mask"], given["query"])
+        dq, dk, dv, _ = grad_aot_op(api)(*api.input_values(dict(
+            given, **grad_lengths(api, given), dy=dout[3], softmax_max=out[0], softmax_sum=out[1],
+            attention_in=out[3])), *grad_attrs)
         return (dq, dk, dv) + tuple(None if a is None or not isinstance(a, ms.Tensor) else ops.zeros_like(a)
                                     for a in args[3:-2])
 
@@ -320,8 +346,9 @@ class _FlashPrimitive(Primitive):
         self.backend = backend.name
         self._absent = absent_placeholder()
         # Ascend: the aclnn op (graph constants: the op and its attribute values)
-        self.aclnn_op = aclnn_op(self.OP, self.attr_values) if backend.name == "mindspore.kernels" else None
-        api = aclnn.FA_GRAD_V4 if self.OP == GRAD_OP else aclnn.FA_FORWARD_V4
+        self.use_aclnn = backend.name == "mindspore.kernels"
+        self.aclnn_op = aclnn_op(self.OP, self.attr_values) if self.use_aclnn else None
+        api = aclnn.FA_GRAD_PACKAGE if self.OP == GRAD_OP else aclnn.FA_FORWARD_V4  # both grad entries: same attrs
         self.aclnn_attrs = api.attr_values(aclnn_attrs(self.OP, attrs))
 
     @property
@@ -341,11 +368,16 @@ class _FlashPrimitive(Primitive):
             check_mask_content(self.OP, plan, bound.get(mask_name))
         return bound
 
-    def host_list_input(self, name, values):
-        # CANN's forward takes the length lists as host int arrays; everything else as int64 tensors
-        if self.aclnn_op is not None and self.OP == FWD_OP:
+    def _grad_api(self, bound: dict) -> aclnn.AclnnApi:
+        names = self.MS_NAMES
+        return grad_api(self.attrs.sparse_mode, bound.get(names.get("atten_mask", "atten_mask")),
+                        bound.get(names.get("pse", "pse")), bound.get("drop_mask"), bound["query"])
+
+    def host_list_input(self, name, values, bound):
+        # CANN's forward and grad take the length lists as host int arrays; everything else as int64 tensors
+        if self.use_aclnn and (self.OP == FWD_OP or self._grad_api(bound) is aclnn.FA_GRAD_CANN_V4):
             return _host_tuple(self.OP, name, values)
-        return super().host_list_input(name, values)
+        return super().host_list_input(name, values, bound)
 
 
 class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
@@ -380,15 +412,18 @@ class FlashAttentionUnpaddingScoreGradV4(_FlashPrimitive):
                   actual_seq_qlen=None, actual_seq_kvlen=None, q_start_idx=None, kv_start_idx=None):
         reject_reserved(GRAD_OP, "padding_mask", padding_mask is not None)
         reject_reserved(GRAD_OP, "softmax_in", softmax_in is not None)
+        if self.use_aclnn:
+            api = grad_api(self.attrs.sparse_mode, atten_mask, pse_shift, drop_mask, query)
+            lengths = grad_lengths(api, dict(prefix=prefix, actual_seq_qlen=actual_seq_qlen,
+                                             actual_seq_kvlen=actual_seq_kvlen, q_start_idx=q_start_idx,
+                                             kv_start_idx=kv_start_idx))
+            return grad_aot_op(api)(*api.input_values(dict(
+                query=query, key=key, value=value, dy=dy, pse=pse_shift, drop_mask=drop_mask, atten_mask=atten_mask,
+                softmax_max=softmax_max, softmax_sum=softmax_sum, attention_in=attention_in, **lengths)),
+                *self.aclnn_attrs)
         prefix, actual_seq_qlen, actual_seq_kvlen = (int64_tensor(prefix), int64_tensor(actual_seq_qlen),
                                                      int64_tensor(actual_seq_kvlen))
         q_start_idx, kv_start_idx = int64_tensor(q_start_idx), int64_tensor(kv_start_idx)
-        if self.aclnn_op is not None:
-            return self.aclnn_op(*aclnn.FA_GRAD_V4.input_values(dict(
-                query=query, key=key, value=value, dy=dy, pse=pse_shift, drop_mask=drop_mask, atten_mask=atten_mask,
-                softmax_max=softmax_max, softmax_sum=softmax_sum, attention_in=attention_in, prefix=prefix,
-                actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen, q_start_idx=q_start_idx,
-                kv_start_idx=kv_start_idx)), *self.aclnn_attrs)
         given = (query, key, value, dy, pse_shift, drop_mask, atten_mask, softmax_max, softmax_sum, attention_in,
                  prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx)
         op = custom_op(GRAD_OP, self.attr_values, present_names(GRAD_SLOTS, given),

@@ -6,7 +6,7 @@
   ``IncreFlashAttention`` input order.
 * :func:`incre_flash_attention`: ``mindspore.ops.incre_flash_attention``'s signature over the primitive.
 
-Backend (``backends.select``): on Ascend, the package's ``aclnnIncreFlashAttentionV2`` as an aot Custom op
+Backend (``backends.select``): on Ascend, the package's ``aclnnAscendAttnIncreFlashAttentionV2`` as an aot Custom op
 where its kernel implements the input (``aclnn.ifa_package_reasons``), else MindSpore's own
 ``ops.incre_flash_attention`` (CANN's V4). Elsewhere an ``ops.Custom`` pyfunc around the torch core
 ``kernels/incre_flash_attention.py`` (the ``_op`` skeleton), in PyNative and GRAPH_MODE. Validation is the
@@ -191,7 +191,7 @@ def _kv_splits(layout: str, key_shapes: tuple, value_shapes: tuple):
 
 @functools.lru_cache(maxsize=None)
 def aclnn_op(quant_out: bool) -> ops.Custom:
-    """aot Custom op of the package's IncreFlashAttentionV2; the output is int8 with quant_scale2
+    """aot Custom op of the package's AscendAttnIncreFlashAttentionV2; the output is int8 with quant_scale2
     (scenarios A, C), else float16 for int8 query (B), else the query dtype."""
     def infer_dtype(query, *_):
         return ms.int8 if quant_out else (ms.float16 if query == ms.int8 else query)

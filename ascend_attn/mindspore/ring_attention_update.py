@@ -1,9 +1,10 @@
 """MindSpore RingAttentionUpdate: primitive-like Cell and MindSpore's functional signature.
 
 Backends (``backends.select``): on Ascend, MindSpore's own ``ops.ring_attention_update`` (it
-has no ``input_softmax_layout="TND"``), else CANN's ``aclnnRingAttentionUpdateV2`` as an aot Custom
-op (``_aclnn``); elsewhere an ``ops.Custom`` pyfunc around the torch CPU core, in PyNative and
-GRAPH_MODE, built from the ``_op`` skeleton. Validation is the shared module's, at three points:
+has no ``input_softmax_layout="TND"``), else the package's ``aclnnAscendAttnRingAttentionUpdate`` (or,
+without the package, CANN's ``aclnnRingAttentionUpdateV2``) as an aot Custom op (``_aclnn``); elsewhere an
+``ops.Custom`` pyfunc around the torch CPU core, in PyNative and GRAPH_MODE, built from the ``_op`` skeleton.
+Validation is the shared module's, at three points:
 ``__call__`` (from Python, any mode: full check including host values of actual_seq_qlen),
 the Custom op's infer functions (GRAPH_MODE compile: shapes and dtypes) and the pyfunc itself
 (run time: values; MindSpore swallows pyfunc errors in PyNative, hence the ``__call__`` check).
@@ -102,8 +103,10 @@ class RingAttentionUpdate(Primitive):
         backend, _ = backends.select("mindspore", OP, device, input_softmax_layout=input_softmax_layout)
         self.backend = backend.name
         self.use_native = backend.name == "mindspore.native"
-        self.aclnn_op = (aot_op(aclnn.RAU_V2, same_as_inputs(3), same_as_inputs(3))
-                      if backend.name == "mindspore.kernels" else None)
+        # the package's AscendAttnRingAttentionUpdate where installed, else CANN's RingAttentionUpdateV2
+        self.aclnn_api = aclnn.rau_api(backends.probe_kernel_package() is None)
+        self.aclnn_op = (aot_op(self.aclnn_api, same_as_inputs(3), same_as_inputs(3))
+                         if backend.name == "mindspore.kernels" else None)
         self.attrs = RauAttrs(layout, input_softmax_layout)
         self.attr_values = tuple(self.attrs)  # graph constants for custom_op(...)
         self._absent = absent_placeholder()
@@ -122,7 +125,7 @@ class RingAttentionUpdate(Primitive):
                                              cur_attn_out, cur_softmax_max, cur_softmax_sum,
                                              actual_seq_qlen, self.layout)
         if self.aclnn_op is not None:
-            return self.aclnn_op(*aclnn.RAU_V2.arguments(dict(
+            return self.aclnn_op(*self.aclnn_api.arguments(dict(
                 prev_attn_out=prev_attn_out, prev_softmax_max=prev_softmax_max, prev_softmax_sum=prev_softmax_sum,
                 cur_attn_out=cur_attn_out, cur_softmax_max=cur_softmax_max, cur_softmax_sum=cur_softmax_sum,
                 actual_seq_qlen=actual_seq_qlen, input_layout=self.layout,

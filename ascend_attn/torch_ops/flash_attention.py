@@ -185,7 +185,7 @@ def flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual
                                          pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0,
                                          sparse_mode=0, pse_type=1, q_start_idx=None, kv_start_idx=None,
                                          softmax_in_layout=""):
-    """FA grad V4 (aclnnFlashAttentionUnpaddingScoreGradV4), TND.
+    """FA grad V4 (aclnnFlashAttentionUnpaddingScoreGradV4 contract), TND.
 
     Arguments as :func:`flash_attention_varlen_score`, plus ``dy`` (like query), the forward's
     ``softmax_max`` / ``softmax_sum`` (``[T1, N1, 8]`` fp32, layout per ``softmax_in_layout``
@@ -221,11 +221,13 @@ def npu_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen,
              attention_in, pse=None, drop_mask=None, atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
              pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1,
              q_start_idx=None, kv_start_idx=None, softmax_in_layout=""):
-    """NPU tensors: the ascend_attn package's FlashAttentionUnpaddingScoreGradV4 (same validation)."""
+    """NPU tensors: the ascend_attn package's AscendAttnFlashAttentionUnpaddingScoreGradV4 where its kernel
+    implements the input, else CANN's FlashAttentionUnpaddingScoreGradV4 (``aclnn.fag_api``; same validation)."""
     options = _options(locals())
-    check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-               attention_in, softmax_in_layout, options)
-    from .. import _npu_ext
+    plan = check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
+                      attention_in, softmax_in_layout, options)
+    from .. import _npu_ext, aclnn, backends
+    package = aclnn.fag_api(plan, backends.probe_kernel_package() is None) is aclnn.FA_GRAD_PACKAGE
     return _npu_ext.flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual_seq_qlen,
                                                          actual_seq_kvlen, softmax_max, softmax_sum, attention_in,
-                                                         *options.values(), softmax_in_layout)
+                                                         *options.values(), softmax_in_layout, package)

@@ -57,7 +57,7 @@ def npu_kernel(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_
                quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None, antiquant_scale=None,
                antiquant_offset=None, block_table=None, num_heads=1, input_layout="BSH", scale_value=1.0,
                num_key_value_heads=0, block_size=0, inner_precise=1, kv_padding_size=None):
-    """NPU tensors, through the glue: the package's IncreFlashAttentionV2 kernel where it implements the
+    """NPU tensors, through the glue: the package's AscendAttnIncreFlashAttentionV2 kernel where it implements the
     input, else CANN's IncreFlashAttentionV4 (``aclnn.ifa_api`` decides; same validation either way)."""
     options = _options(locals())
     plan = check(query, key, value, options)
@@ -65,7 +65,8 @@ def npu_kernel(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_
     api = aclnn.ifa_api(plan, backends.probe_kernel_package() is None)
     values = dict(options, query=query, key=list(key), value=list(value))
     if api is aclnn.IFA_PACKAGE_V2:
-        values.update(key=key[0], value=value[0], actual_seq_lengths=None if actual_seq_lengths is None else
+        # key / value: DYNAMIC inputs (aclTensorList) as in CANN's V2 prototype: one tensor or one per batch
+        values.update(actual_seq_lengths=None if actual_seq_lengths is None else
                       torch.tensor(actual_seq_lengths, dtype=torch.int64, device=query.device))
         return _npu_ext.incre_flash_attention_package(*api.arguments(values), plan.out_dtype)
     return _npu_ext.incre_flash_attention_cann(*api.arguments(values), plan.out_dtype)

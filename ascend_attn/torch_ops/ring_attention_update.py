@@ -51,9 +51,18 @@ def _fake(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_s
 
 def npu_kernel(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max,
                cur_softmax_sum, actual_seq_qlen=None, input_layout="SBH", input_softmax_layout=""):
-    """NPU tensors: CANN's aclnnRingAttentionUpdateV2 through torch_npu (same contract)."""
+    """NPU tensors: the package's aclnnAscendAttnRingAttentionUpdate through the glue extension where
+    the package and the glue are installed, else CANN's aclnnRingAttentionUpdateV2 through torch_npu
+    (``aclnn.rau_api``; same contract and validation either way)."""
     check(prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max,
           cur_softmax_sum, actual_seq_qlen, input_layout, input_softmax_layout)
+    from .. import aclnn, backends
+    usable = backends.probe_kernel_package() is None and backends.probe_npu_glue() is None
+    if aclnn.rau_api(usable) is aclnn.RAU_PACKAGE:
+        from .. import _npu_ext
+        return _npu_ext.ring_attention_update(
+            prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max, cur_softmax_sum,
+            V.int_list(V.RAU_OP, "actual_seq_qlen", actual_seq_qlen), input_layout, input_softmax_layout, True)
     import torch_npu
     return torch_npu.npu_ring_attention_update(
         prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max,

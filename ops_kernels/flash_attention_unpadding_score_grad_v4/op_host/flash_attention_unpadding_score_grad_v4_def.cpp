@@ -1,5 +1,5 @@
 /*
- * FlashAttentionUnpaddingScoreGradV4 — OpDef, InferShape and the thin TilingFunc (CANN build only;
+ * AscendAttnFlashAttentionUnpaddingScoreGradV4 (the contract of CANN's FlashAttentionUnpaddingScoreGradV4 under the package's own OpType) — OpDef, InferShape and the thin TilingFunc (CANN build only;
  * the host simulation calls fag_v4::ComputeFagV4Tiling directly).
  *
  * Inputs (IR order; optional ones are addressed by IR index) / outputs / attributes follow
@@ -38,6 +38,31 @@ bool ReadHostInt64(gert::TilingContext* ctx, int index, std::vector<int64_t>& ou
     const int64_t n = t->GetShapeSize();
     out.assign(t->GetData<int64_t>(), t->GetData<int64_t>() + n);
     return true;
+}
+
+// Full-mask form of sparse_mode 0 / 1 (semantics.md §4): [maxS1, maxS2] local (wins when both
+// shapes coincide) or [T1, T2] global; 0 = neither.
+uint32_t FullMaskForm(const gert::Shape& m, int64_t maxS1, int64_t maxS2, int64_t t1, int64_t t2)
+{
+    if (m.GetDimNum() != 2) {
+        return 0;
+    }
+    if (m.GetDim(0) == maxS1 && m.GetDim(1) == maxS2) {
+        return 1;
+    }
+    return (m.GetDim(0) == t1 && m.GetDim(1) == t2) ? 2u : 0u;
+}
+
+// pse form (semantics.md §5) from pse_type and the shape; 0 = none of the forms.
+uint32_t PseForm(int64_t pseType, const gert::Shape& p, int64_t n1, int64_t pairs, int64_t sumS2)
+{
+    if (pseType >= 2) {
+        return fag_v4::kPseSlopes;
+    }
+    if (p.GetDimNum() == 1) {
+        return p.GetDim(0) == n1 * pairs ? fag_v4::kPseFull : (p.GetDim(0) == n1 * sumS2 ? fag_v4::kPseRow : 0u);
+    }
+    return p.GetDimNum() == 4 ? fag_v4::kPseAlibi : 0u;
 }
 
 // Real cube tilings from the Matmul tiling library (the pure function fills simplified ones).
@@ -95,9 +120,35 @@ static ge::graphStatus FagV4TilingFunc(gert::TilingContext* ctx)
     in.sparseMode = *attrs->GetAttrPointer<int64_t>(kAttrSparseMode);
     in.preTokens = *attrs->GetAttrPointer<int64_t>(kAttrPreTokens);
     in.nextTokens = *attrs->GetAttrPointer<int64_t>(kAttrNextTokens);
-    in.hasAttenMask = ctx->GetOptionalInputShape(kAttenMask) != nullptr;
-    in.hasPse = ctx->GetOptionalInputShape(kPseShift) != nullptr;
     in.hasDropMask = ctx->GetOptionalInputShape(kDropMask) != nullptr;
+    in.deterministic = ctx->GetDeterministic() == 1;  // the framework's deterministic switch
+    int64_t prevQ = 0, prevK = 0, maxS1 = 0, maxS2 = 0, pairs = 0;
+    for (size_t b = 0; b < cumQ.size(); ++b) {
+        const int64_t s1 = std::max<int64_t>(0, cumQ[b] - prevQ), s2 = std::max<int64_t>(0, cumKv[b] - prevK);
+        prevQ = cumQ[b];
+        prevK = cumKv[b];
+        maxS1 = std::max(maxS1, s1);
+        maxS2 = std::max(maxS2, s2);
+        pairs += s1 * s2;
+    }
+    const gert::StorageShape* mask = ctx->GetOptionalInputShape(kAttenMask);
+    in.hasAttenMask = mask != nullptr;
+    if (mask != nullptr && (in.sparseMode == 0 || in.sparseMode == 1)) {
+        in.maskForm = FullMaskForm(mask->GetStorageShape(), maxS1, maxS2, in.t1, in.t2);
+        in.maskCols = mask->GetStorageShape().GetDim(1);
+    }
+    const gert::StorageShape* pse = ctx->GetOptionalInputShape(kPseShift);
+    in.hasPse = pse != nullptr;
+    if (pse != nullptr) {
+        const gert::Shape& ps = pse->GetStorageShape();
+        in.pseType = *attrs->GetAttrPointer<int64_t>(kAttrPseType);
+        in.pseForm = PseForm(in.pseType, ps, in.n1, pairs, prevK);
+        in.pseBatch = ps.GetDimNum() >= 2 ? ps.GetDim(0) : 1;
+        in.pseSRef = ps.GetDimNum() == 4 ? ps.GetDim(3) : 0;
+        std::vector<int64_t> start;
+        in.qStartIdx = ReadHostInt64(ctx, kQStartIdx, start) && !start.empty() ? start[0] : 0;
+        in.kvStartIdx = ReadHostInt64(ctx, kKvStartIdx, start) && !start.empty() ? start[0] : 0;
+    }
     const char* layout = attrs->GetAttrPointer<char>(kAttrSoftmaxInLayout);
     in.softmaxTnd = layout != nullptr && std::string(layout) == "same_as_input";
 
@@ -155,9 +206,9 @@ static graphStatus FagV4InferDataType(gert::InferDataTypeContext* ctx)
 
 namespace ops {
 
-class FlashAttentionUnpaddingScoreGradV4 : public OpDef {
+class AscendAttnFlashAttentionUnpaddingScoreGradV4 : public OpDef {
 public:
-    explicit FlashAttentionUnpaddingScoreGradV4(const char* name) : OpDef(name)
+    explicit AscendAttnFlashAttentionUnpaddingScoreGradV4(const char* name) : OpDef(name)
     {
         const std::vector<ge::DataType> floats = {ge::DT_FLOAT16, ge::DT_BF16, ge::DT_FLOAT};
         const std::vector<ge::DataType> fp32 = {ge::DT_FLOAT, ge::DT_FLOAT, ge::DT_FLOAT};
@@ -209,7 +260,7 @@ public:
     }
 };
 
-OP_ADD(FlashAttentionUnpaddingScoreGradV4);
+OP_ADD(AscendAttnFlashAttentionUnpaddingScoreGradV4);
 
 }  // namespace ops
 

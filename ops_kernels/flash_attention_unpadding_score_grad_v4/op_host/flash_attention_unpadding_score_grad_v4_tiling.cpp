@@ -69,6 +69,31 @@ void FillCube(AscendC::tiling::TCubeTiling& t, uint32_t m, uint32_t n, uint32_t 
     t.dbL0C = 1;
 }
 
+// Contiguous unit ranges [start[c], start[c + 1]) for `cores` cores, balanced by cost; while units
+// remain, every core gets at least one.
+void SplitByCost(const std::vector<uint64_t>& cost, uint32_t cores, uint64_t* start)
+{
+    const uint64_t units = cost.size();
+    uint64_t total = 0;
+    for (uint64_t c : cost) {
+        total += c;
+    }
+    start[0] = 0;
+    uint64_t acc = 0, u = 0;
+    for (uint32_t c = 0; c < cores; ++c) {
+        const uint64_t target = total * (c + 1) / cores;
+        const uint64_t maxEnd = units - std::min<uint64_t>(units, cores - 1 - c);  // one unit per remaining core
+        while (u < maxEnd && (acc + cost[u] <= target || u == start[c])) {
+            acc += cost[u];
+            ++u;
+        }
+        if (c == cores - 1) {
+            u = units;
+        }
+        start[c + 1] = u;
+    }
+}
+
 }  // namespace
 
 void FagV4RowRange(const FagV4TilingData& t, uint32_t b, int64_t r, int64_t s1, int64_t s2, int64_t prefixB,
@@ -89,14 +114,39 @@ void FagV4RowRange(const FagV4TilingData& t, uint32_t b, int64_t r, int64_t s1, 
             end = (b == t.bandFirst) ? r + s2 - std::max<int64_t>(s1 - t.nextTokens, 0) + 1 : r + 1;
             break;
         case kMaskPrefix: end = std::max<int64_t>(r + delta + 1, prefixB); break;
+        case kMaskFullBand:
+            start = r - t.preTokens;
+            end = r + t.nextTokens + 1;
+            break;
         default: break;
     }
     start = std::min(std::max<int64_t>(start, 0), s2);
     end = std::min(std::max(end, start), s2);
 }
 
+uint64_t FagV4FeatureUbBytes(const FagV4TilingData& t, uint32_t s2Stride, uint32_t dtypeBytes)
+{
+    uint64_t bytes = 0;
+    if (t.maskKind == kMaskFull || t.maskKind == kMaskFullBand) {
+        // mask row bytes, as half, as compare bits
+        bytes += AlignUp(s2Stride, kBlock) + AlignUp(2ull * s2Stride, kBlock) + AlignUp(s2Stride / 8, kBlock);
+    }
+    if (t.pseForm != kPseNone) {
+        bytes += AlignUp(4ull * s2Stride, kBlock);  // fp32 bias row
+        if (t.pseForm == kPseSlopes) {
+            bytes += AlignUp(4ull * s2Stride, kBlock);  // column index ramp 0, 1, 2, ...
+        } else if (dtypeBytes != 4) {
+            bytes += AlignUp(static_cast<uint64_t>(dtypeBytes) * s2Stride, kBlock);  // pse row in the input dtype
+        }
+    }
+    if (t.hasDrop) {
+        bytes += AlignUp(s2Stride / 8 + 2, kBlock) + AlignUp(s2Stride / 8 + 1, kBlock);  // bytes read, bits aligned
+    }
+    return bytes;
+}
+
 uint64_t FagV4MainUbBytes(uint32_t s1Block, uint32_t s2Stride, uint32_t vecRows, uint32_t dAlignIn,
-                          uint32_t dAlignF, uint32_t dtypeBytes)
+                          uint32_t dAlignF, uint32_t dtypeBytes, uint64_t featureBytes)
 {
     const uint64_t tileF = AlignUp(static_cast<uint64_t>(vecRows) * s2Stride * 4, kBlock);
     const uint64_t tileT = AlignUp(static_cast<uint64_t>(vecRows) * s2Stride * dtypeBytes, kBlock);
@@ -108,7 +158,7 @@ uint64_t FagV4MainUbBytes(uint32_t s1Block, uint32_t s2Stride, uint32_t vecRows,
     bytes += 2 * AlignUp(static_cast<uint64_t>(vecRows) * dAlignIn * dtypeBytes, kBlock);  // dO, O rows
     bytes += 2 * AlignUp(static_cast<uint64_t>(vecRows) * dAlignIn * 4, kBlock);          // fp32 copies / product
     bytes += AlignUp(static_cast<uint64_t>(dAlignF) * 4, kBlock) + kBlock;                // reduce work, result
-    return bytes;
+    return bytes + featureBytes;
 }
 
 uint64_t FagV4PostUbBytes(uint32_t postRows, uint32_t d, uint32_t dtypeBytes)
@@ -116,6 +166,21 @@ uint64_t FagV4PostUbBytes(uint32_t postRows, uint32_t d, uint32_t dtypeBytes)
     const uint64_t elems = static_cast<uint64_t>(postRows) * d;
     return 2 * AlignUp(elems * 4, kBlock) + 2 * AlignUp(elems * dtypeBytes, kBlock);
 }
+
+namespace {
+// Scores the index rule keeps in rows [r0, r1) and key columns [j0, j1) of sequence b.
+uint64_t KeptScores(const FagV4TilingData& t, uint32_t b, int64_t r0, int64_t r1, int64_t s1, int64_t s2,
+                    int64_t prefixB, int64_t j0, int64_t j1)
+{
+    uint64_t kept = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+        int64_t c0, c1;
+        FagV4RowRange(t, b, r, s1, s2, prefixB, c0, c1);
+        kept += static_cast<uint64_t>(std::max<int64_t>(0, std::min(c1, j1) - std::max(c0, j0)));
+    }
+    return kept;
+}
+}  // namespace
 
 FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData& t)
 {
@@ -133,15 +198,35 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
     if (in.batch == 0 || in.batch > kMaxBatch || in.cumQ == nullptr || in.cumKv == nullptr) {
         return Refuse("actual_seq_qlen / actual_seq_kvlen: 1 to 2048 entries needed");
     }
-    if (in.hasPse) {
-        return Refuse("pse is not supported by the kernel (CPU fallback)");
+    if (in.hasDropMask && !(in.keepProb > 0.0f && in.keepProb <= 1.0f)) {
+        return Refuse("keep_prob must be in (0, 1] with a drop_mask");
     }
-    if (in.hasDropMask || in.keepProb != 1.0f) {
-        return Refuse("dropout is not supported by the kernel (CPU fallback)");
+    if (!in.hasDropMask && in.keepProb != 1.0f) {
+        return Refuse("keep_prob < 1 needs a drop_mask");
+    }
+    if (in.hasPse) {
+        const bool slopes = in.pseForm == kPseSlopes;
+        if (in.pseType < 0 || in.pseType > 3 || in.pseForm < kPseFull || in.pseForm > kPseSlopes ||
+            slopes != (in.pseType >= 2)) {
+            return Refuse("pse: pse_type 0/1 take the full, row or compressed form, 2/3 the slopes");
+        }
+        if (in.pseForm == kPseAlibi && (in.pseSRef <= 0 || (in.pseBatch != 1 && in.pseBatch != in.batch))) {
+            return Refuse("pse: compressed form [B|1, N1, 1024, maxS2] expected");
+        }
+        if (slopes && in.pseBatch != 1 && in.pseBatch != in.batch) {
+            return Refuse("pse: slopes [N1] or [B, N1] expected");
+        }
     }
     uint32_t kind = kMaskNone;
     if (in.hasAttenMask) {
         switch (in.sparseMode) {
+            case 0:
+            case 1:
+                if ((in.maskForm != 1 && in.maskForm != 2) || in.maskCols <= 0) {
+                    return Refuse("sparse_mode 0 / 1 need a full mask, local [maxS1, maxS2] or global [T1, T2]");
+                }
+                kind = in.sparseMode == 0 ? kMaskFullBand : kMaskFull;
+                break;
             case 2: kind = kMaskLeftUp; break;
             case 3: kind = kMaskRightDown; break;
             case 4: kind = kMaskBand; break;
@@ -154,8 +239,7 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
                 kind = kMaskPrefix;
                 break;
             default:
-                return Refuse("with atten_mask the kernel supports sparse_mode 2, 3, 4, 6, 7 and 8 only (full masks: "
-                              "CPU fallback)");
+                return Refuse("sparse_mode must be 0-4 or 6-8");
         }
     }
     if (in.ubSize < 8 * 1024 || in.coreNum == 0) {
@@ -193,6 +277,18 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
     t.nextTokens = in.nextTokens;
     t.bandFirst = 0;
     t.bandLast = 0;
+    t.maskLocal = in.maskForm == 1 ? 1u : 0u;
+    t.maskCols = in.maskCols;
+    t.pseForm = in.hasPse ? in.pseForm : static_cast<uint32_t>(kPseNone);
+    t.pseType = static_cast<uint32_t>(in.pseType);
+    t.pseSlopesPerBatch = (in.hasPse && in.pseForm == kPseSlopes && in.pseBatch != 1) ? 1u : 0u;
+    t.pseSRef = in.pseSRef;
+    t.pseBatchStride = (in.hasPse && in.pseForm == kPseAlibi && in.pseBatch != 1) ? in.n1 * 1024 * in.pseSRef : 0;
+    t.qStart = in.qStartIdx;
+    t.kvStart = in.kvStartIdx;
+    t.hasDrop = in.hasDropMask ? 1u : 0u;
+    t.keepScale = in.hasDropMask ? 1.0f / in.keepProb : 1.0f;
+    t.deterministic = in.deterministic ? 1u : 0u;
     bool anyRows = false;
     for (uint32_t b = 0; b < in.batch; ++b) {
         if (s1[b] > 0) {
@@ -235,7 +331,8 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
             s2Stride = static_cast<uint32_t>(AlignUp(s2Block, kMinBlock));
             uint32_t best = 0;
             for (uint32_t r = 1; r <= s1Block; ++r) {
-                if (FagV4MainUbBytes(s1Block, s2Stride, r, t.dAlignIn, t.dAlignF, sz) <= in.ubSize) {
+                if (FagV4MainUbBytes(s1Block, s2Stride, r, t.dAlignIn, t.dAlignF, sz,
+                                     FagV4FeatureUbBytes(t, s2Stride, sz)) <= in.ubSize) {
                     best = r;
                 } else {
                     break;
@@ -255,7 +352,8 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
     t.s2Block = s2Block;
     t.s2Stride = s2Stride;
     t.vecRows = vecRows;
-    t.ubPlannedBytes = FagV4MainUbBytes(s1Block, s2Stride, vecRows, t.dAlignIn, t.dAlignF, sz);
+    t.ubPlannedBytes = FagV4MainUbBytes(s1Block, s2Stride, vecRows, t.dAlignIn, t.dAlignF, sz,
+                                        FagV4FeatureUbBytes(t, s2Stride, sz));
 
     uint32_t postRows = 0;
     for (uint32_t r = 1; r <= kMaxPostRows; r *= 2) {
@@ -277,12 +375,8 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
                 const int64_t r0 = static_cast<int64_t>(i * s1Block);
                 const int64_t r1 = std::min<int64_t>(s1[b], r0 + s1Block);
                 // score elements + the row-wise D_r work: keeps the split close to the real load
-                uint64_t kept = 0;
-                for (int64_t r = r0; r < r1; ++r) {
-                    int64_t c0, c1;
-                    FagV4RowRange(t, b, r, s1[b], s2[b], kind == kMaskPrefix ? in.prefix[b] : 0, c0, c1);
-                    kept += static_cast<uint64_t>(c1 - c0);
-                }
+                const uint64_t kept = KeptScores(t, b, r0, r1, s1[b], s2[b], kind == kMaskPrefix ? in.prefix[b] : 0,
+                                                 0, s2[b]);
                 cost.push_back(kept + static_cast<uint64_t>(r1 - r0) * t.d);
             }
         }
@@ -290,28 +384,30 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
     t.totalUnits = cost.size();
     const uint32_t cores = static_cast<uint32_t>(std::min<uint64_t>(
         std::min<uint32_t>(in.coreNum, kMaxCores), std::max<uint64_t>(1, t.totalUnits)));
-    uint64_t total = 0;
-    for (uint64_t c : cost) {
-        total += c;
-    }
-    t.unitStart[0] = 0;
-    uint64_t acc = 0, u = 0;
-    for (uint32_t c = 0; c < cores; ++c) {
-        const uint64_t target = total * (c + 1) / cores;
-        // leave at least one unit for every remaining core
-        const uint64_t maxEnd = t.totalUnits - std::min<uint64_t>(t.totalUnits, cores - 1 - c);
-        while (u < maxEnd && (acc + cost[u] <= target || u == t.unitStart[c])) {
-            acc += cost[u];
-            ++u;
-        }
-        if (c == cores - 1) {
-            while (u < t.totalUnits) {
-                acc += cost[u++];
+    SplitByCost(cost, cores, t.unitStart);
+    t.usedCoreNum = cores;
+
+    // ---- deterministic pass: kv-major units (b, g, key block), cost = kept scores of the group --------
+    if (t.deterministic) {
+        std::vector<uint64_t> kvCost;
+        for (uint32_t b = 0; b < in.batch; ++b) {
+            if (s1[b] == 0) {
+                continue;  // kv rows of a sequence without queries get no gradient (zeros)
+            }
+            const uint64_t nBlk = CeilDiv(static_cast<uint64_t>(s2[b]), s2Block);
+            for (uint32_t g = 0; g < t.n2; ++g) {
+                for (uint64_t i = 0; i < nBlk; ++i) {
+                    const int64_t j0 = static_cast<int64_t>(i * s2Block);
+                    const int64_t j1 = std::min<int64_t>(s2[b], j0 + s2Block);
+                    const uint64_t kept = KeptScores(t, b, 0, s1[b], s1[b], s2[b],
+                                                     kind == kMaskPrefix ? in.prefix[b] : 0, j0, j1);
+                    kvCost.push_back(kept * t.g + static_cast<uint64_t>(j1 - j0) * t.d);
+                }
             }
         }
-        t.unitStart[c + 1] = u;
+        t.totalKvUnits = kvCost.size();
+        SplitByCost(kvCost, cores, t.kvUnitStart);
     }
-    t.usedCoreNum = cores;
 
     // ---- workspace -------------------------------------------------------------------------------------
     uint64_t off = 0;

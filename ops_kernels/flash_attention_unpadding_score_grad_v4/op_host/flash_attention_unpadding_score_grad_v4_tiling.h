@@ -30,9 +30,17 @@ struct FagV4TilingInput {
     int64_t nextTokens = 2147483647;
     const int64_t* prefix = nullptr;  // sparse_mode 6: prefix[b], batch entries
     bool hasAttenMask = false;
+    uint32_t maskForm = 0;           // with a mask in sparse_mode 0 / 1: 1 local [maxS1, maxS2], 2 global [T1, T2]
+    int64_t maskCols = 0;            // columns of the full mask tensor
     bool hasPse = false;
+    uint32_t pseForm = 0;            // PseForm of the pse input (the validation's classification)
+    int64_t pseType = 1;
+    int64_t pseBatch = 1;            // alibi: B or 1 entries; slopes: B ([B, N1]) or 1 ([N1])
+    int64_t pseSRef = 0;             // alibi: last dim of the compressed pse
+    int64_t qStartIdx = 0, kvStartIdx = 0;
     bool hasDropMask = false;
     float keepProb = 1.0f;
+    bool deterministic = false;      // dk / dv without cross-core atomic accumulation
     bool softmaxTnd = false;
     float scale = 1.0f;
     // platform
@@ -60,9 +68,12 @@ FagV4TilingResult ComputeFagV4Tiling(const FagV4TilingInput& in, FagV4TilingData
 void FagV4RowRange(const FagV4TilingData& t, uint32_t b, int64_t r, int64_t s1, int64_t s2, int64_t prefixB,
                    int64_t& start, int64_t& end);
 
-// UB bytes the main phase allocates for a given plan (used by the tiling and the tests).
+// UB bytes the main phase allocates for a given plan (used by the tiling and the tests); featureBytes =
+// FagV4FeatureUbBytes of the feature branches.
 uint64_t FagV4MainUbBytes(uint32_t s1Block, uint32_t s2Stride, uint32_t vecRows, uint32_t dAlignIn,
-                          uint32_t dAlignF, uint32_t dtypeBytes);
+                          uint32_t dAlignF, uint32_t dtypeBytes, uint64_t featureBytes = 0);
+// UB bytes of the per-row buffers of the mask / pse / dropout branches (one score row of s2Stride).
+uint64_t FagV4FeatureUbBytes(const FagV4TilingData& t, uint32_t s2Stride, uint32_t dtypeBytes);
 // UB bytes the pre/post phases allocate for postRows vectors of d elements.
 uint64_t FagV4PostUbBytes(uint32_t postRows, uint32_t d, uint32_t dtypeBytes);
 

@@ -39,6 +39,17 @@ enum MaskKind : uint32_t {
     kMaskRightDownBand = 4,  // mode 7: last non-empty sequence d <= delta + next, others d <= delta
     kMaskBandLeftUp = 5,     // mode 8: first non-empty sequence d <= S2 - max(S1 - next, 0), others d <= 0
     kMaskPrefix = 6,         // mode 6: d <= delta or j < prefix[b] (the kernel reads the prefix input)
+    kMaskFull = 7,           // mode 1 with a full mask: every column in range, mask tiles read (Select)
+    kMaskFullBand = 8,       // mode 0 with a full mask: -pre <= d <= next (origin top-left) and mask tiles
+};
+
+// pse form (semantics.md §5), one tiling branch each; types 0/1 use the external forms, 2/3 the slopes.
+enum PseForm : uint32_t {
+    kPseNone = 0,
+    kPseFull = 1,    // 1-D N1*sum(S1_b*S2_b): per-sequence [N1, S1_b, S2_b] blocks (input dtype)
+    kPseRow = 2,     // 1-D N1*sum(S2_b): per-sequence [N1, 1, S2_b] rows broadcast over the query rows
+    kPseAlibi = 3,   // [B|1, N1, 1024, sRef]: last 1024 rows of a Toeplitz pse (element on the same diagonal)
+    kPseSlopes = 4,  // fp32 slopes [N1] or [B, N1]: -slope * |j + kv_start - i - q_start| (sqrt for type 3)
 };
 
 struct FagV4TilingData {
@@ -58,6 +69,21 @@ struct FagV4TilingData {
     uint32_t bandFirst;  // first sequence with S1_b > 0 (mode 8)
     uint32_t bandLast;   // last sequence with S1_b > 0 (mode 7)
 
+    // ---- feature branches -----------------------------------------------------------------------------
+    uint32_t maskLocal;       // full masks: 1 = [maxS1, maxS2] indexed (i, j), 0 = [T1, T2] indexed (oq+i, ok+j)
+    uint32_t pseForm;         // PseForm
+    uint32_t pseType;         // pse_type 0..3 (1: (S + pse) * scale, else S * scale + pse)
+    uint32_t pseSlopesPerBatch;  // slopes [B, N1] (1) or [N1] (0)
+    uint32_t hasDrop;         // drop_mask given: dP and P scaled by bit / keep_prob
+    uint32_t deterministic;   // 1: dk/dv by a second, kv-major pass without cross-core atomics
+    int64_t maskCols;         // row stride (elements) of the full mask
+    int64_t pseSRef;          // alibi: columns of the compressed pse (max S2_b)
+    int64_t pseBatchStride;   // alibi: elements between batch entries (0: one entry broadcast)
+    int64_t qStart;           // q_start_idx[0] (slopes)
+    int64_t kvStart;          // kv_start_idx[0] (slopes)
+    float keepScale;          // 1 / keep_prob (fp32), applied to the kept dP and P
+    uint32_t reserved1;
+
     // ---- blocks ------------------------------------------------------------------------------------
     uint32_t s1Block;    // query rows per unit (cube M)
     uint32_t s2Block;    // key columns per tile (cube N)
@@ -72,6 +98,9 @@ struct FagV4TilingData {
     uint32_t reserved0;
     uint64_t totalUnits;
     uint64_t unitStart[kMaxCores + 1];
+    // deterministic pass: units (b, kv head g, key block of s2Block columns), contiguous per core
+    uint64_t totalKvUnits;
+    uint64_t kvUnitStart[kMaxCores + 1];
 
     // ---- workspace (bytes, relative to the user workspace) ----------------------------------------
     uint64_t wsDqOffset;      // fp32 [t1, n1, d]

@@ -14,6 +14,7 @@
 #include "ascend_attn_sim/cast.h"
 #include "ascend_attn_sim/data_copy.h"
 #include "ascend_attn_sim/kernel.h"
+#include "ascend_attn_sim/list_tensor.h"
 #include "ascend_attn_sim/pipe.h"
 #include "ascend_attn_sim/tensor.h"
 #include "ascend_attn_sim/vec.h"

@@ -7,13 +7,16 @@
  * (or a forced vecRows) produces a tiling that does not fit: the launch then fails with
  * UB_OVERFLOW, as the device would.
  *
- * sparseMode / preTokens / nextTokens / hasMask: the attributes (the compressed mask is not passed:
- * the kernel applies its index rule).
+ * sparseMode / preTokens / nextTokens / hasMask: the attributes (a compressed mask is not passed:
+ * the kernel applies its index rule; a full mask of sparse_mode 0 / 1 is, as mask / feat[kMaskForm..]).
  * prefix: int64 [batch] for sparse_mode 6, else null.
+ * mask, pse, dropMask: the optional inputs (null when absent), described by feat[] (kFeat* below) and
+ * keepProb; feat[kDeterministic] selects the deterministic (kv-major, non-atomic) dk / dv pass.
  * dtype: 0 float16, 1 bfloat16, 2 float32 (q, k, v, dy, attention_in, dq, dk, dv);
  * softmax_max / softmax_sum fp32 [t1, n1, 8]; cumQ / cumKv int64 [batch] (no leading 0).
- * info (out, 12 int64): status-independent plan: blockDim, s1Block, s2Block, s2Stride, vecRows,
- * totalUnits, ubPlannedBytes, ubPeakBytes, postRows, tilingKey, workspaceBytes, maskKind.
+ * info (out, 14 int64): status-independent plan: blockDim, s1Block, s2Block, s2Stride, vecRows,
+ * totalUnits, ubPlannedBytes, ubPeakBytes, postRows, tilingKey, workspaceBytes, maskKind, pseForm,
+ * totalKvUnits (deterministic pass).
  * Returns an AscendC::sim::Status code; msg receives the reason.
  */
 #include <cstdint>
@@ -24,7 +27,7 @@
 #include "ascend_attn_sim/runtime.h"
 #include "flash_attention_unpadding_score_grad_v4_tiling.h"
 
-extern "C" void flash_attention_unpadding_score_grad_v4(
+extern "C" void ascend_attn_flash_attention_unpadding_score_grad_v4(
     GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR dy, GM_ADDR pseShift, GM_ADDR dropMask, GM_ADDR paddingMask,
     GM_ADDR attenMask, GM_ADDR softmaxMax, GM_ADDR softmaxSum, GM_ADDR softmaxIn, GM_ADDR attentionIn, GM_ADDR prefix,
     GM_ADDR actualSeqQlen, GM_ADDR actualSeqKvlen, GM_ADDR qStartIdx, GM_ADDR kvStartIdx, GM_ADDR dq, GM_ADDR dk,
@@ -33,8 +36,26 @@ extern "C" void flash_attention_unpadding_score_grad_v4(
 namespace {
 using namespace AscendC::sim;
 
+// feat[] of the C ABI: the optional inputs and options of the feature branches.
+enum Feature {
+    kMaskForm = 0,      // 0: none or compressed (not passed), 1: local [maxS1, maxS2], 2: global [T1, T2]
+    kMaskCols = 1,      // columns of the full mask
+    kMaskBytes = 2,     // bytes of the mask buffer
+    kPseForm = 3,       // fag_v4::PseForm (0 = no pse)
+    kPseType = 4,
+    kPseBatch = 5,      // alibi / slopes: B or 1
+    kPseSRef = 6,       // alibi: last dim
+    kPseBytes = 7,
+    kQStart = 8,
+    kKvStart = 9,
+    kDropBytes = 10,    // 0 = no drop_mask
+    kDeterministic = 11,
+    kFeatureCount = 12,
+};
+
 int RunFag(const void* q, const void* k, const void* v, const void* dy, const float* smax, const float* ssum,
            const void* attnIn, const int64_t* cumQ, const int64_t* cumKv, const int64_t* prefix, int64_t batch,
+           const void* mask, const void* pse, const void* dropMask, const int64_t* feat, double keepProb,
            void* dq, void* dk, void* dv,
            int64_t t1, int64_t t2, int64_t n1, int64_t n2, int64_t d, int64_t dtype, double scale, int64_t sparseMode,
            int64_t preTokens, int64_t nextTokens, int64_t hasMask, int64_t softmaxTnd, int64_t coreNum,
@@ -61,6 +82,23 @@ int RunFag(const void* q, const void* k, const void* v, const void* dy, const fl
     in.nextTokens = nextTokens;
     in.prefix = prefix;
     in.hasAttenMask = hasMask != 0;
+    in.maskForm = static_cast<uint32_t>(feat[kMaskForm]);
+    in.maskCols = feat[kMaskCols];
+    in.hasPse = feat[kPseForm] != 0;
+    in.pseForm = static_cast<uint32_t>(feat[kPseForm]);
+    in.pseType = feat[kPseType];
+    in.pseBatch = feat[kPseBatch];
+    in.pseSRef = feat[kPseSRef];
+    in.qStartIdx = feat[kQStart];
+    in.kvStartIdx = feat[kKvStart];
+    in.hasDropMask = feat[kDropBytes] != 0;
+    in.keepProb = static_cast<float>(keepProb);
+    in.deterministic = feat[kDeterministic] != 0;
+    if ((in.maskForm != 0) != (mask != nullptr) || in.hasPse != (pse != nullptr) ||
+        in.hasDropMask != (dropMask != nullptr)) {
+        msg = "runner: optional inputs and feat[] disagree";
+        return kInvalidArgument;
+    }
     in.softmaxTnd = softmaxTnd != 0;
     in.scale = static_cast<float>(scale);
     in.coreNum = static_cast<uint32_t>(coreNum);
@@ -87,6 +125,8 @@ int RunFag(const void* q, const void* k, const void* v, const void* dy, const fl
         info[9] = static_cast<int64_t>(r.tilingKey);
         info[10] = static_cast<int64_t>(r.workspaceUser);
         info[11] = tiling.maskKind;
+        info[12] = tiling.pseForm;
+        info[13] = static_cast<int64_t>(tiling.totalKvUnits);
     }
     const uint64_t sz = in.dtypeBytes;
     const uint64_t qBytes = static_cast<uint64_t>(t1) * n1 * d * sz;
@@ -111,6 +151,15 @@ int RunFag(const void* q, const void* k, const void* v, const void* dy, const fl
     if (prefix != nullptr) {
         launch.Input("prefix", prefix, static_cast<uint64_t>(batch) * sizeof(int64_t));
     }
+    if (mask != nullptr) {
+        launch.Input("atten_mask", mask, static_cast<uint64_t>(feat[kMaskBytes]));
+    }
+    if (pse != nullptr) {
+        launch.Input("pse", pse, static_cast<uint64_t>(feat[kPseBytes]));
+    }
+    if (dropMask != nullptr) {
+        launch.Input("drop_mask", dropMask, static_cast<uint64_t>(feat[kDropBytes]));
+    }
     launch.Input("tiling", &tiling, sizeof(tiling));
     launch.Output("dq", dq, qBytes);
     launch.Output("dk", dk, kBytes);
@@ -121,7 +170,7 @@ int RunFag(const void* q, const void* k, const void* v, const void* dy, const fl
     const int rc = launch.Run(
         r.blockDim, r.tilingKey,
         [&] {
-            flash_attention_unpadding_score_grad_v4(g(q), g(k), g(v), g(dy), nullptr, nullptr, nullptr, nullptr,
+            ascend_attn_flash_attention_unpadding_score_grad_v4(g(q), g(k), g(v), g(dy), g(pse), g(dropMask), nullptr, g(mask),
                                                     g(smax), g(ssum), nullptr, g(attnIn), g(prefix), g(cumQ), g(cumKv),
                                                     nullptr, nullptr, g(dq), g(dk), g(dv), nullptr, ws,
                                                     g(&tiling));
@@ -137,6 +186,7 @@ int RunFag(const void* q, const void* k, const void* v, const void* dy, const fl
 extern "C" int ascend_attn_sim_flash_attention_unpadding_score_grad_v4(
     const void* q, const void* k, const void* v, const void* dy, const float* smax, const float* ssum,
     const void* attnIn, const int64_t* cumQ, const int64_t* cumKv, const int64_t* prefix, int64_t batch,
+    const void* mask, const void* pse, const void* dropMask, const int64_t* feat, double keepProb,
     void* dq, void* dk, void* dv,
     int64_t t1, int64_t t2, int64_t n1, int64_t n2, int64_t d, int64_t dtype, double scale, int64_t sparseMode,
     int64_t preTokens, int64_t nextTokens, int64_t hasMask, int64_t softmaxTnd, int64_t coreNum, int64_t tilingUb,
@@ -144,7 +194,8 @@ extern "C" int ascend_attn_sim_flash_attention_unpadding_score_grad_v4(
 {
     return GuardedCall(
         [&](std::string& m) {
-            return RunFag(q, k, v, dy, smax, ssum, attnIn, cumQ, cumKv, prefix, batch, dq, dk, dv, t1, t2, n1, n2, d,
+            return RunFag(q, k, v, dy, smax, ssum, attnIn, cumQ, cumKv, prefix, batch, mask, pse, dropMask, feat,
+                          keepProb, dq, dk, dv, t1, t2, n1, n2, d,
                           dtype, scale, sparseMode, preTokens, nextTokens, hasMask, softmaxTnd, coreNum, tilingUb,
                           simUb, s1Hint, s2Hint, vecRowsHint, info, m);
         },

@@ -15,7 +15,7 @@
 #include "kernel_operator.h"
 #include "ring_attention_update_tiling.h"
 
-extern "C" __global__ __aicore__ void ring_attention_update(GM_ADDR prevAttnOut, GM_ADDR prevSoftmaxMax,
+extern "C" __global__ __aicore__ void ascend_attn_ring_attention_update(GM_ADDR prevAttnOut, GM_ADDR prevSoftmaxMax,
                                                             GM_ADDR prevSoftmaxSum, GM_ADDR curAttnOut,
                                                             GM_ADDR curSoftmaxMax, GM_ADDR curSoftmaxSum,
                                                             GM_ADDR actualSeqQlen, GM_ADDR attnOut, GM_ADDR softmaxMax,
@@ -173,7 +173,7 @@ int ascend_attn_sim_ring_attention_update(const void* prev_attn_out, const void*
             const int rc = launch.Run(
                 td.usedCoreNum, static_cast<uint64_t>(td.attnDtype),
                 [&] {
-                    ring_attention_update(gm(prev_attn_out), gm(prev_softmax_max), gm(prev_softmax_sum), gm(cur_attn_out),
+                    ascend_attn_ring_attention_update(gm(prev_attn_out), gm(prev_softmax_max), gm(prev_softmax_sum), gm(cur_attn_out),
                                           gm(cur_softmax_max), gm(cur_softmax_sum), gm(actual_seq_qlen), gm(attn_out),
                                           gm(softmax_max), gm(softmax_sum), nullptr, gm(&td));
                 },

@@ -319,6 +319,26 @@ void Misuse(int64_t c, GM_ADDR in, GM_ADDR out)
             DataCopyPad(buf.Get<float>(), x, {4096, 4, 0, 0, 0}, {false, 0, 0, 0});
             break;
         }
+        case 24: {  // level-0 bit mask selecting no element
+            pipe.InitBuffer(buf, 256);
+            LocalTensor<float> t = buf.Get<float>();
+            uint64_t none[2] = {0, 0};
+            Adds(t, t, 1.0f, none, 1, UnaryRepeatParams(1, 1, 8, 8));
+            break;
+        }
+        case 25: {  // level-0 repeats reaching beyond the tensor (8 repeats of 256 bytes in 256 bytes)
+            pipe.InitBuffer(buf, 256);
+            LocalTensor<float> t = buf.Get<float>();
+            Duplicate(t, 0.0f, 64, 8, 1, 8);
+            break;
+        }
+        case 26: {  // vector operand in L1 (A1), not in UB
+            TBuf<TPosition::A1> l1;
+            pipe.InitBuffer(l1, 256);
+            LocalTensor<float> t = l1.Get<float>();
+            Duplicate(t, 0.0f, 8);
+            break;
+        }
         default: sim::Fail(sim::kInvalidArgument, "selftest: unknown case");
     }
 }

@@ -144,6 +144,7 @@ uint8_t* Arena(CoreContext& core, int mem)
 }
 
 void Fail(int code, const std::string& msg) { throw SimError(code, Prefix() + msg); }
+void FailRule(int code, const char* rule, const std::string& msg) { Fail(code, msg + " [rule " + rule + "]"); }
 
 void Defer(int code, const std::string& msg)
 {

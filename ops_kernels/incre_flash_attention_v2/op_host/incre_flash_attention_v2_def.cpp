@@ -1,15 +1,19 @@
 /*
- * IncreFlashAttentionV2 (ascend_attn, issue 5): OpDef, InferShape / InferDataType and the thin
+ * AscendAttnIncreFlashAttentionV2 (CANN's IncreFlashAttentionV2 contract under the package's own OpType): OpDef, InferShape / InferDataType and the thin
  * TilingFunc adapter. CANN build only: everything numeric lives in the pure tiling function
  * (incre_flash_attention_v2_tiling.cpp), which the host simulation calls directly.
  *
  * Inputs follow the V2 prototype: query, key, value, pse_shift, atten_mask, actual_seq_lengths
  * (int64 tensor), dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2.
  * Scenarios (semantics.md §7.5): float (fp16/bf16 -> same), C (fp16/bf16 -> int8), B (int8 -> fp16),
- * A (int8 -> int8). actual_seq_lengths is read by the kernel only (no value dependency). key/value are single tensors here (tensor lists: not implemented).
+ * A (int8 -> int8). actual_seq_lengths is read by the kernel only (no value dependency). key / value are
+ * DYNAMIC (aclTensorList): one (B, S, ...) tensor or one (1, S_b, ...) tensor per batch; the kernel
+ * receives list descriptors either way.
  */
 #ifndef ASCEND_ATTN_HOST_SIM
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "register/op_def_registry.h"
@@ -45,29 +49,47 @@ static ge::graphStatus IncreFlashAttentionV2TilingFunc(gert::TilingContext* cont
 {
     using namespace ascend_attn::ifa;
     IfaTilingInput in;
+    // key / value are DYNAMIC inputs (aclTensorList, as CANN's V2 prototype): one tensor, or one per batch
     const gert::StorageShape* q = context->GetInputShape(kQuery);
-    const gert::StorageShape* k = context->GetInputShape(kKey);
+    const gert::StorageShape* k = context->GetDynamicInputShape(kKey, 0);
     if (q == nullptr || k == nullptr) {
         return ge::GRAPH_FAILED;
     }
     const gert::Shape& qs = q->GetStorageShape();
-    const gert::Shape& ks = k->GetStorageShape();
     const auto* attrs = context->GetAttrs();
     in.headsQ = static_cast<uint32_t>(*attrs->GetAttrPointer<int64_t>(0));
     in.scaleValue = *attrs->GetAttrPointer<float>(1);
     in.layout = attrs->GetAttrPointer<char>(2);
     in.headsKv = static_cast<uint32_t>(*attrs->GetAttrPointer<int64_t>(3));
-    if (qs.GetDimNum() != 3 || ks.GetDimNum() != 3) {
-        return ge::GRAPH_FAILED;  // BSH only
+    const std::string layout = in.layout == nullptr ? "BSH" : in.layout;
+    const size_t rank = layout == "BSH" ? 3 : 4;
+    const size_t seqDim = layout == "BNSD" ? 2 : 1;
+    if (qs.GetDimNum() != rank) {
+        return ge::GRAPH_FAILED;
     }
     in.batch = static_cast<uint32_t>(qs.GetDim(0));
-    in.seqQ = static_cast<uint32_t>(qs.GetDim(1));
-    in.hidden = static_cast<uint32_t>(qs.GetDim(2));
-    in.keyBatch = static_cast<uint32_t>(ks.GetDim(0));
-    in.seqKv = static_cast<uint32_t>(ks.GetDim(1));
-    in.hiddenKv = static_cast<uint32_t>(ks.GetDim(2));
+    in.seqQ = static_cast<uint32_t>(qs.GetDim(seqDim));
+    const uint32_t nkv = in.headsKv == 0 ? in.headsQ : in.headsKv;
+    in.hidden = static_cast<uint32_t>(rank == 3 ? qs.GetDim(2) : in.headsQ * qs.GetDim(3));
+    // tensor list: one (1, S_b, ...) tensor per batch; seqKv = the largest S_b
+    uint32_t listLen = 0;
+    while (context->GetDynamicInputShape(kKey, listLen) != nullptr) {
+        ++listLen;
+    }
+    in.kvIsList = listLen > 1;  // a list of one is the (B, S, ...) tensor itself
+    in.kvAsDescriptor = true;    // DYNAMIC inputs reach the kernel as ListTensorDesc blocks
+    in.keyBatch = in.kvIsList ? listLen : static_cast<uint32_t>(k->GetStorageShape().GetDim(0));
+    in.seqKv = 0;
+    for (uint32_t i = 0; i < (in.kvIsList ? listLen : 1u); ++i) {
+        const gert::Shape& ks = context->GetDynamicInputShape(kKey, i)->GetStorageShape();
+        if (ks.GetDimNum() != rank) {
+            return ge::GRAPH_FAILED;
+        }
+        in.seqKv = std::max<uint32_t>(in.seqKv, static_cast<uint32_t>(ks.GetDim(seqDim)));
+        in.hiddenKv = static_cast<uint32_t>(rank == 3 ? ks.GetDim(2) : nkv * ks.GetDim(3));
+    }
     in.queryType = ToDType(context->GetInputDesc(kQuery)->GetDataType());
-    in.kvType = ToDType(context->GetInputDesc(kKey)->GetDataType());
+    in.kvType = ToDType(context->GetDynamicInputDesc(kKey, 0)->GetDataType());
     in.outType = ToDType(context->GetOutputDesc(0)->GetDataType());
     in.hasPse = context->GetOptionalInputShape(kPseShift) != nullptr;
     const gert::StorageShape* mask = context->GetOptionalInputShape(kAttenMask);
@@ -153,9 +175,9 @@ static graphStatus IncreFlashAttentionV2InferDataType(gert::InferDataTypeContext
 
 namespace ops {
 
-class IncreFlashAttentionV2 : public OpDef {
+class AscendAttnIncreFlashAttentionV2 : public OpDef {
 public:
-    explicit IncreFlashAttentionV2(const char* name) : OpDef(name)
+    explicit AscendAttnIncreFlashAttentionV2(const char* name) : OpDef(name)
     {
         // Supported combinations, one column each: fp16 float, fp16 C, bf16 float, bf16 C,
         // B/A with uint64 words, B/A with float32 dequant values.
@@ -174,8 +196,8 @@ public:
         const std::vector<ge::Format> nd(qkv.size(), ge::FORMAT_ND);
 
         this->Input("query").ParamType(REQUIRED).DataType(qkv).Format(nd).UnknownShapeFormat(nd);
-        this->Input("key").ParamType(REQUIRED).DataType(qkv).Format(nd).UnknownShapeFormat(nd);
-        this->Input("value").ParamType(REQUIRED).DataType(qkv).Format(nd).UnknownShapeFormat(nd);
+        this->Input("key").ParamType(DYNAMIC).DataType(qkv).Format(nd).UnknownShapeFormat(nd);
+        this->Input("value").ParamType(DYNAMIC).DataType(qkv).Format(nd).UnknownShapeFormat(nd);
         this->Input("pse_shift").ParamType(OPTIONAL).DataType(pse).Format(nd).UnknownShapeFormat(nd);
         this->Input("atten_mask").ParamType(OPTIONAL).DataType(msk).Format(nd).UnknownShapeFormat(nd);
         this->Input("actual_seq_lengths").ParamType(OPTIONAL).DataType(i64).Format(nd).UnknownShapeFormat(nd);
@@ -199,7 +221,7 @@ public:
     }
 };
 
-OP_ADD(IncreFlashAttentionV2);
+OP_ADD(AscendAttnIncreFlashAttentionV2);
 
 }  // namespace ops
 

@@ -38,7 +38,7 @@ bool IsInt8Out(uint32_t mode) { return mode == kModeQuantOut || mode == kModeInt
 
 // Mirrors the InitBuffer calls of IfaKernel::InitBuffers (op_kernel/incre_flash_attention_v2.cpp).
 uint64_t IfaUbBytes(uint32_t mode, uint32_t groupSize, uint32_t headDim, uint32_t kvBlock, bool perChannel,
-                    bool hasMask)
+                    bool hasMask, bool split)
 {
     const uint64_t g = groupSize, d = headDim, n = kvBlock;
     const uint64_t gd = g * d;
@@ -60,6 +60,9 @@ uint64_t IfaUbBytes(uint32_t mode, uint32_t groupSize, uint32_t headDim, uint32_
     if (hasMask) {
         bytes += Up(n, kBlk) + Up(n * 2, kBlk) + Up((n + 7) / 8, kBlk);  // mask row u8, as half, as bits
     }
+    if (split) {
+        bytes += Up((gd + 2 * Up(g, 8)) * 4, kBlk);  // a flash-decode partial (acc, maxima, sums)
+    }
     return bytes;
 }
 
@@ -71,13 +74,14 @@ int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2T
         err[0] = '\0';
     }
     // ---- scope ---------------------------------------------------------------------------------
-    if (in.layout == nullptr || std::strcmp(in.layout, "BSH") != 0) {
-        return Fail(err, errLen, kTilingUnsupported, "input_layout %s: only BSH is implemented",
+    const bool bnsd = in.layout != nullptr && std::strcmp(in.layout, "BNSD") == 0;
+    if (in.layout == nullptr || (!bnsd && std::strcmp(in.layout, "BSH") != 0 && std::strcmp(in.layout, "BSND") != 0)) {
+        return Fail(err, errLen, kTilingUnsupported, "input_layout %s: BSH, BSND or BNSD",
                     in.layout ? in.layout : "(null)");
     }
-    if (in.hasPse || in.hasAntiquant || in.hasBlockTable || in.hasKvPadding || in.kvIsList) {
+    if (in.hasPse || in.hasAntiquant || in.hasBlockTable || in.hasKvPadding) {
         return Fail(err, errLen, kTilingUnsupported,
-                    "pse_shift, antiquant, paged KV, tensor lists and kv_padding_size are not implemented");
+                    "pse_shift, antiquant, paged KV and kv_padding_size are not implemented (CANN's V4 op)");
     }
     // ---- shapes --------------------------------------------------------------------------------
     if (in.batch == 0 || in.headsQ == 0 || in.seqQ != 1 || in.coreNum == 0 || in.ubSize == 0) {
@@ -95,7 +99,7 @@ int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2T
         return Fail(err, errLen, kTilingInvalid, "query hidden %u not a multiple of num_heads %u", in.hidden, in.headsQ);
     }
     const uint32_t d = in.hidden / in.headsQ;
-    if (in.hiddenKv != nkv * d || in.keyBatch != in.batch) {
+    if (in.hiddenKv != nkv * d || in.keyBatch != in.batch) {  // tensor lists: one tensor per batch
         return Fail(err, errLen, kTilingInvalid, "key/value shape (%u, S, %u) does not match (B=%u, S, Nkv*D=%u)",
                     in.keyBatch, in.hiddenKv, in.batch, nkv * d);
     }
@@ -185,6 +189,27 @@ int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2T
         return Fail(err, errLen, kTilingNoFit, "G=%u, D=%u do not fit a 32-position KV block into %llu bytes of UB",
                     g, d, static_cast<unsigned long long>(in.ubSize));
     }
+    // ---- flash-decode split: few items, long KV -> one item's positions over several cores --------
+    // (float paths: the int8 scenarios need the global row max before P is quantised)
+    // As CANN's IFA tiling (read after writing ours): split only while B*Nkv < 0.4 * cores, and keep at
+    // least minSplitLen (512) positions per split, so that the combine step pays off.
+    uint32_t splitNum = 1, splitChunk = 0;
+    if (!IsInt8Mode(mode) && items * 10 < static_cast<uint64_t>(in.coreNum) * 4 && in.seqKv >= 2 * kvBlock) {
+        const uint32_t blocks = (in.seqKv + kvBlock - 1) / kvBlock;
+        splitNum = std::min<uint32_t>(std::min<uint32_t>(static_cast<uint32_t>(in.coreNum / items), blocks),
+                                      in.maxSplit);
+        while (splitNum > 1 && in.seqKv / splitNum < in.minSplitLen) {
+            --splitNum;
+        }
+        if (splitNum >= 2) {
+            splitChunk = static_cast<uint32_t>(Up((in.seqKv + splitNum - 1) / splitNum, kvBlock));
+            splitNum = (in.seqKv + splitChunk - 1) / splitChunk;  // no empty trailing split
+        }
+        if (splitNum < 2 || IfaUbBytes(mode, g, d, kvBlock, perChannel, in.hasMask, true) > in.ubSize) {
+            splitNum = 1;
+            splitChunk = 0;
+        }
+    }
     // ---- fill ----------------------------------------------------------------------------------
     const bool int8 = IsInt8Mode(mode);
     t.batch = in.batch;
@@ -201,12 +226,17 @@ int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2T
     t.scaleValue = in.scaleValue;
     t.inputBf16 = bf16 ? 1 : 0;
     t.tilingKey = mode + (bf16 ? 4u : 0u);
-    t.usedCoreNum = cores;
-    t.itemsPerCore = per;
-    t.formerCoreNum = former;
+    t.usedCoreNum = splitNum > 1 ? static_cast<uint32_t>(items * splitNum) : cores;
+    t.itemsPerCore = splitNum > 1 ? 1 : per;
+    t.formerCoreNum = splitNum > 1 ? t.usedCoreNum : former;
+    t.kvBnsd = bnsd ? 1 : 0;
+    t.kvList = in.kvIsList ? 1 : 0;
+    t.kvDesc = (in.kvIsList || in.kvAsDescriptor) ? 1 : 0;
+    t.splitNum = splitNum;
+    t.splitChunk = splitChunk;
     t.kvBlock = kvBlock;
     t.seqKvAlign = static_cast<uint32_t>(Up(std::max<uint32_t>(in.seqKv, 1), kvBlock));
-    t.ubBytes = static_cast<uint32_t>(IfaUbBytes(mode, g, d, kvBlock, perChannel, in.hasMask));
+    t.ubBytes = static_cast<uint32_t>(IfaUbBytes(mode, g, d, kvBlock, perChannel, in.hasMask, splitNum > 1));
     t.hasMask = in.hasMask ? 1 : 0;
     t.maskBatchStride = maskBatchStride;
     t.maskHeadStride = maskHeadStride;
@@ -217,7 +247,9 @@ int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2T
     t.wsProbOffset = Up(scoreBytes, kWsAlign);
     t.wsMm2Offset = t.wsProbOffset + Up(probBytes, kWsAlign);
     t.wsPerCore = t.wsMm2Offset + Up(mm2Bytes, kWsAlign);
-    t.workspaceSize = t.wsPerCore * cores;
+    t.wsSplitOffset = t.wsPerCore * t.usedCoreNum;
+    t.wsSplitBytes = splitNum > 1 ? Up(static_cast<uint64_t>(g) * d * 4 + 2 * Up(g, 8) * 4, kWsAlign) : 0;
+    t.workspaceSize = t.wsSplitOffset + t.wsSplitBytes * (splitNum > 1 ? t.usedCoreNum : 0);
     // Matmul base blocks: L0A holds baseM x baseK, L0B baseK x baseN, L0C baseM x baseN (fp32 /
     // int32); each kept within half of its buffer (double buffering).
     const uint64_t elemAB = int8 ? 1 : 2;

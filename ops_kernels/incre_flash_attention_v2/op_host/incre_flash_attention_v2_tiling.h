@@ -13,11 +13,22 @@
  * [0, L_b) are streamed through UB in blocks of `kvBlock` positions; the last block of a batch
  * is a tail of L_b % kvBlock positions.
  *
- * Scope: BSH layout, contiguous KV, actual_seq_lengths, GQA; float path (§7.3, fp16 / bf16 query),
+ * Flash-decode split: when the B * Nkv items are fewer than 0.4 x the cores (float paths, KV of at least
+ * two blocks and minSplitLen positions per split),
+ * each item's positions are cut into splitNum chunks of splitChunk positions, one task per core; every
+ * task writes its partial (unnormalised acc, row max, row sum) to the workspace, and after SyncAll a
+ * combine step merges the partials of each item (m = max m_s, l = sum l_s e^(m_s - m), o = sum acc_s
+ * e^(m_s - m) / l) and writes the output.
+ *
+ * Layouts: BSH and BSND (K/V row stride Nkv*D), BNSD (rows of one head contiguous, stride D); query
+ * and output of S = 1 have the same memory order in all three. K/V as one tensor or as tensor lists
+ * (one tensor per batch of its own S_b; the kernel reads addresses and shapes from the list descriptors).
+ *
+ * Scope: BSH / BSND / BNSD layouts, contiguous or tensor-list KV, actual_seq_lengths, GQA; float path (§7.3, fp16 / bf16 query),
  * scenario C (fp16 / bf16 in, int8 out, per-tensor / per-channel float32 quant2), full-int8
  * scenarios A and B (§7.5), atten_mask (per batch or per query head; fully masked rows give 0 /
- * quant2(0)). Everything else (pse, paged KV, tensor lists, antiquant, BNSD/BSND, left padding,
- * bf16 quant scales) is refused with an error status.
+ * quant2(0)). Everything else (pse, paged KV, antiquant, left padding, bf16 quant scales) is refused
+ * with an error status (CANN's IncreFlashAttentionV4 runs those).
  */
 #ifndef ASCEND_ATTN_INCRE_FLASH_ATTENTION_V2_TILING_H
 #define ASCEND_ATTN_INCRE_FLASH_ATTENTION_V2_TILING_H
@@ -39,7 +50,7 @@ struct IfaTilingInput {
     uint32_t hidden = 0;          // last dim of the BSH query (Nq * D)
     uint32_t hiddenKv = 0;        // last dim of the BSH key / value (Nkv * D)
     uint32_t seqQ = 1;            // query S (must be 1)
-    uint32_t seqKv = 0;           // key / value S
+    uint32_t seqKv = 0;           // key / value S (tensor lists: the largest S_b)
     uint32_t keyBatch = 0;        // batch of key / value
     DType queryType = kFloat16;
     DType kvType = kFloat16;
@@ -48,7 +59,8 @@ struct IfaTilingInput {
     float scaleValue = 1.0f;
     uint32_t seqLenCount = 0;     // elements of actual_seq_lengths (0 = absent)
     bool hasMask = false, hasPse = false, hasAntiquant = false, hasBlockTable = false, hasKvPadding = false;
-    bool kvIsList = false;
+    bool kvIsList = false;        // one K/V tensor per batch
+    bool kvAsDescriptor = false;  // key / value GM addresses are ListTensorDesc blocks (CANN: DYNAMIC inputs)
     uint32_t maskDimNum = 0;      // atten_mask rank (hasMask): (B,Sm) (B,1,Sm) (B,1,1,Sm) (B,Nq,1,Sm) (1,Nq,1,Sm)
     uint64_t maskDims[4] = {0, 0, 0, 0};
     bool hasDequant1 = false, hasQuant1 = false, hasDequant2 = false;
@@ -62,6 +74,8 @@ struct IfaTilingInput {
     uint64_t ubSize = 0;          // UB bytes per core
     uint64_t l0aSize = 64 * 1024, l0bSize = 64 * 1024, l0cSize = 128 * 1024;
     uint32_t maxKvBlock = 512;    // upper bound of the KV block (tests lower it to force loops)
+    uint32_t maxSplit = 16;       // upper bound of the flash-decode split (1 = never split)
+    uint32_t minSplitLen = 512;   // fewest KV positions per split (CANN's empirical value; tests lower it)
 };
 
 // Status of the tiling function: 0 = OK, else an error; `err` receives a message.
@@ -69,7 +83,7 @@ enum TilingStatus : int { kTilingOk = 0, kTilingUnsupported = 1, kTilingInvalid 
 
 // UB bytes the kernel allocates for a given tiling (kept next to the kernel's InitBuffer calls).
 uint64_t IfaUbBytes(uint32_t mode, uint32_t groupSize, uint32_t headDim, uint32_t kvBlock, bool perChannel,
-                    bool hasMask = false);
+                    bool hasMask = false, bool split = false);
 
 int IncreFlashAttentionV2Tiling(const IfaTilingInput& in, IncreFlashAttentionV2TilingData& out, char* err,
                                 uint32_t errLen);

@@ -1,5 +1,5 @@
 /*
- * IncreFlashAttentionV2 kernel (ascend_attn, issue 5): decode attention with the V2 int8
+ * AscendAttnIncreFlashAttentionV2 kernel: decode attention with the V2 int8
  * scenarios, semantics.md §7.
  *
  * One work item = (batch b, KV head g): the G = Nq/Nkv query heads of g form the M rows of the
@@ -23,9 +23,13 @@
  * scores are set to -inf with Select before the row max; a row whose valid positions are all
  * masked outputs 0 / quant2(0) (§9f).
  *
- * Scope: BSH, contiguous KV, actual_seq_lengths (int64 tensor), GQA, fp16 / bf16 / int8 inputs,
- * atten_mask. pse, paged KV, tensor lists, antiquant, BSND/BNSD and left padding are refused by the
- * tiling.
+ * Layouts BSH / BSND (K/V row stride Nkv*D) and BNSD (stride D inside a head); K/V as one tensor
+ * or tensor lists (ListTensorDesc: per-batch address and S_b). Flash-decode split (tiling splitNum
+ * > 1, float paths): tasks (item, chunk of splitChunk positions) one per core write partials (acc,
+ * max, sum) to the workspace; after SyncAll, CombinePartials merges them per item.
+ *
+ * Scope: actual_seq_lengths (int64 tensor), GQA, fp16 / bf16 / int8 inputs, atten_mask. pse, paged
+ * KV, antiquant and left padding are refused by the tiling (CANN's V4 op runs them).
  */
 #include "kernel_operator.h"
 #include "lib/matmul_intf.h"
@@ -137,8 +141,22 @@ public:
         const uint64_t qElems = static_cast<uint64_t>(td->batch) * td->headsQ * d_;
         const uint64_t kvElems = static_cast<uint64_t>(td->batch) * td->seqKv * td->headsKv * d_;
         qGm_.SetGlobalBuffer(reinterpret_cast<__gm__ Q_T*>(query), qElems);
-        kGm_.SetGlobalBuffer(reinterpret_cast<__gm__ Q_T*>(key), kvElems);
-        vGm_.SetGlobalBuffer(reinterpret_cast<__gm__ Q_T*>(value), kvElems);
+        if (td->kvList) {
+            // tensor lists: per-batch addresses and shapes come from the list descriptors (BindBatch)
+            keyList_.Init(reinterpret_cast<__gm__ void*>(key), 0xffffffff, 0xffffffff);
+            valueList_.Init(reinterpret_cast<__gm__ void*>(value), 0xffffffff, 0xffffffff);
+            keyDesc_.SetGlobalBuffer(reinterpret_cast<__gm__ uint64_t*>(key));
+        } else if (td->kvDesc) {
+            // one (B, S, ...) tensor handed over as a list of one (DYNAMIC input)
+            ListTensorDesc keys(reinterpret_cast<__gm__ void*>(key), 0xffffffff, 1);
+            ListTensorDesc values(reinterpret_cast<__gm__ void*>(value), 0xffffffff, 1);
+            kGm_.SetGlobalBuffer(keys.GetDataPtr<Q_T>(0), kvElems);
+            vGm_.SetGlobalBuffer(values.GetDataPtr<Q_T>(0), kvElems);
+        } else {
+            kGm_.SetGlobalBuffer(reinterpret_cast<__gm__ Q_T*>(key), kvElems);
+            vGm_.SetGlobalBuffer(reinterpret_cast<__gm__ Q_T*>(value), kvElems);
+        }
+        ldKv_ = td->kvBnsd ? d_ : td->headsKv * d_;
         outGm_.SetGlobalBuffer(reinterpret_cast<__gm__ OUT_T*>(attentionOut), qElems);
         if (td->seqLenCount > 0) {
             seqLenGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(actualSeqLengths), td->seqLenCount);
@@ -178,6 +196,7 @@ public:
         if (td->hasMask) {
             maskGm_.SetGlobalBuffer(reinterpret_cast<__gm__ uint8_t*>(attenMask));
         }
+        userWs_ = userWs;
         // per-core workspace
         const uint64_t wsBase = static_cast<uint64_t>(GetBlockIdx()) * td->wsPerCore;
         const uint64_t scoreElems = static_cast<uint64_t>(g_) * (kInt8 ? td->seqKvAlign : kvBlock_);
@@ -192,6 +211,10 @@ public:
     __aicore__ inline void Process()
     {
         const uint32_t core = GetBlockIdx();
+        if (td_->splitNum > 1) {
+            ProcessSplit(core);
+            return;
+        }
         if (core >= td_->usedCoreNum) {
             return;
         }
@@ -206,6 +229,7 @@ public:
         for (uint32_t item = first; item < first + count; ++item) {
             const uint32_t b = item / td_->headsKv;
             const uint32_t g = item % td_->headsKv;
+            BindBatch(b);
             const uint32_t len = SeqLen(b);
             LocalTensor<float> o = oBuf_.Get<float>();
             if (len == 0) {
@@ -213,9 +237,46 @@ public:
             } else if constexpr (kInt8) {
                 ProcessInt8(b, g, len);
             } else {
-                ProcessFloat(b, g, len);
+                ProcessFloat(b, g, 0, len);
+                FinishRows(accBuf_.Get<float>());
             }
             CopyOutRows(b, g);
+        }
+    }
+
+    // Flash-decode split (tiling splitNum > 1, float paths): task = core = (item, split s) computes the
+    // positions [s * splitChunk, (s + 1) * splitChunk) of its item into an unnormalised partial
+    // (acc, row max, row sum) in the workspace; after SyncAll the items are combined, round robin
+    // over the cores.
+    __aicore__ inline void ProcessSplit(uint32_t core)
+    {
+        if constexpr (!kInt8) {
+            const uint32_t items = td_->batch * td_->headsKv;
+            if (core < td_->usedCoreNum) {
+                const uint32_t item = core / td_->splitNum, split = core % td_->splitNum;
+                const uint32_t b = item / td_->headsKv, g = item % td_->headsKv;
+                BindBatch(b);
+                const uint32_t len = SeqLen(b);
+                const uint32_t p0 = split * td_->splitChunk;
+                const uint32_t p1 = p0 + td_->splitChunk < len ? p0 + td_->splitChunk : len;
+                LocalTensor<float> acc = accBuf_.Get<float>();
+                if (p0 < p1) {
+                    ProcessFloat(b, g, p0, p1);
+                } else {
+                    Duplicate(acc, 0.0f, g_ * d_);  // nothing in range: l = 0, m = -inf
+                    for (uint32_t i = 0; i < g_; ++i) {
+                        rowMax_[i] = NegInf();
+                        rowSum_[i] = 0.0f;
+                    }
+                }
+                WritePartial(core, acc);
+            }
+            PipeBarrier<PIPE_ALL>();
+            SyncAll();  // every partial in GM before any combine
+            for (uint32_t item = core; item < items; item += GetBlockNum()) {
+                CombinePartials(item);
+                CopyOutRows(item / td_->headsKv, item % td_->headsKv);
+            }
         }
     }
 
@@ -239,6 +300,9 @@ private:
             pipe_->InitBuffer(qScaleBuf_, AlignUp(gd * 4, kBlk));
             pipe_->InitBuffer(qOffsetBuf_, AlignUp(gd * 4, kBlk));
         }
+        if (td_->splitNum > 1) {
+            pipe_->InitBuffer(partBuf_, AlignUp((gd + 2 * AlignUp(g_, 8)) * 4, kBlk));
+        }
         if (td_->hasMask) {
             pipe_->InitBuffer(maskU8Buf_, AlignUp(kvBlock_, kBlk));
             pipe_->InitBuffer(maskHBuf_, AlignUp(kvBlock_ * 2, kBlk));
@@ -252,32 +316,56 @@ private:
         REGIST_MATMUL_OBJ(pipe_, GetSysWorkSpacePtr(), mm1, &mmTiling1_, mm2, &mmTiling2_);
     }
 
+    // K/V of batch b: with tensor lists, its tensor's address and S_b (from the list descriptors: a
+    // header word, then per tensor a word "dim count | index << 32" and its dims, then the addresses);
+    // with one tensor, S of the whole K/V.
+    __aicore__ inline void BindBatch(uint32_t b)
+    {
+        if (!td_->kvList) {
+            seqB_ = td_->seqKv;
+            return;
+        }
+        const uint32_t dims = static_cast<uint32_t>(keyDesc_.GetValue(1) & 0xffffffffull);
+        // S_b: dim 1 of (1, S, H) / (1, S, N, D), dim 2 of (1, N, S, D)
+        seqB_ = static_cast<uint32_t>(keyDesc_.GetValue(1 + static_cast<uint64_t>(b) * (1 + dims) + 1 +
+                                                        (td_->kvBnsd ? 2 : 1)));
+        const uint64_t elems = static_cast<uint64_t>(seqB_) * td_->headsKv * d_;
+        kGm_.SetGlobalBuffer(keyList_.template GetDataPtr<Q_T>(b), elems);
+        vGm_.SetGlobalBuffer(valueList_.template GetDataPtr<Q_T>(b), elems);
+    }
+
     __aicore__ inline uint32_t SeqLen(uint32_t b) const
     {
         if (td_->seqLenCount == 0) {
-            return td_->seqKv;
+            return seqB_;
         }
         int64_t len = seqLenGm_.GetValue(td_->seqLenCount == 1 ? 0 : b);
         if (len < 0) {
             len = 0;
         }
-        return len > static_cast<int64_t>(td_->seqKv) ? td_->seqKv : static_cast<uint32_t>(len);
+        return len > static_cast<int64_t>(seqB_) ? seqB_ : static_cast<uint32_t>(len);
     }
 
     __aicore__ inline uint64_t QOffset(uint32_t b, uint32_t g) const
     {
         return (static_cast<uint64_t>(b) * td_->headsQ + static_cast<uint64_t>(g) * g_) * d_;
     }
+    // Row `pos` of KV head g (batch b) in kGm_ / vGm_ (BindBatch(b) done): BSH / BSND rows of Nkv*D,
+    // BNSD heads of S*D; a tensor list holds one batch per tensor.
     __aicore__ inline uint64_t KvOffset(uint32_t b, uint32_t g, uint32_t pos) const
     {
-        return (static_cast<uint64_t>(b) * td_->seqKv + pos) * td_->headsKv * d_ + static_cast<uint64_t>(g) * d_;
+        const uint64_t batch = td_->kvList ? 0 : b;
+        if (td_->kvBnsd) {
+            return ((batch * td_->headsKv + g) * seqB_ + pos) * d_;
+        }
+        return (batch * seqB_ + pos) * td_->headsKv * d_ + static_cast<uint64_t>(g) * d_;
     }
 
     // --------------------------------------------------------------------------- matrix products
     // scores[G, n] = Q[G, D] . K[p0:p0+n, D]^T, written with row stride `ldc` at `dst`.
     __aicore__ inline void Mm1(uint32_t b, uint32_t g, uint32_t p0, uint32_t n, const GlobalTensor<S_T>& dst, uint32_t ldc)
     {
-        const uint32_t ldk = td_->headsKv * d_;
+        const uint32_t ldk = ldKv_;
         mm1.SetOrgShape(g_, ldc, d_, ldk, ldc);
         mm1.SetSingleShape(g_, n, d_);
         if constexpr (kInt8) {
@@ -292,7 +380,7 @@ private:
     // o[G, D] = P[G, n] (row stride kvBlock, workspace) . V[p0:p0+n, D]
     __aicore__ inline void Mm2(uint32_t b, uint32_t g, uint32_t p0, uint32_t n)
     {
-        const uint32_t ldv = td_->headsKv * d_;
+        const uint32_t ldv = ldKv_;
         mm2.SetOrgShape(g_, ldv, kvBlock_, kvBlock_, d_);
         mm2.SetSingleShape(g_, d_, n);
         mm2.SetTensorA(wsProb_);
@@ -387,7 +475,8 @@ private:
     }
 
     // ------------------------------------------------------------------- float path (§7.3)
-    __aicore__ inline void ProcessFloat(uint32_t b, uint32_t g, uint32_t len)
+    // Positions [begin, end) of item (b, g) into acc (unnormalised), rowMax_ and rowSum_.
+    __aicore__ inline void ProcessFloat(uint32_t b, uint32_t g, uint32_t begin, uint32_t end)
     {
         LocalTensor<float> acc = accBuf_.Get<float>();
         Duplicate(acc, 0.0f, g_ * d_);
@@ -395,10 +484,10 @@ private:
             rowMax_[i] = NegInf();
             rowSum_[i] = 0.0f;
         }
-        const uint32_t blocks = (len + kvBlock_ - 1) / kvBlock_;
+        const uint32_t blocks = (end - begin + kvBlock_ - 1) / kvBlock_;
         for (uint32_t blk = 0; blk < blocks; ++blk) {
-            const uint32_t p0 = blk * kvBlock_;
-            const uint32_t n = (blk + 1 == blocks) ? len - p0 : kvBlock_;  // tail block
+            const uint32_t p0 = begin + blk * kvBlock_;
+            const uint32_t n = (blk + 1 == blocks) ? end - p0 : kvBlock_;  // tail block
             const uint32_t nA = AlignUp(n, kKvAlign);
             Mm1(b, g, p0, n, wsScore_, kvBlock_);
             CopyInScores(wsScore_, nA, kvBlock_);
@@ -407,6 +496,75 @@ private:
             Mm2(b, g, p0, n);
             CopyInMm2();
             ComputeUpdateFloat();
+        }
+    }
+
+    // Task `task`'s partial: acc [G, D] fp32, then row max and row sum (G each, 8-aligned).
+    __aicore__ inline void WritePartial(uint32_t task, const LocalTensor<float>& acc)
+    {
+        const uint32_t gA = AlignUp(g_, 8);
+        GlobalTensor<float> part;
+        part.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(userWs_ + td_->wsSplitOffset + task * td_->wsSplitBytes),
+                             static_cast<uint64_t>(g_) * d_ + 2 * gA);
+        LocalTensor<float> stats = partBuf_.Get<float>()[g_ * d_];  // G maxima then G sums, through UB
+        for (uint32_t i = 0; i < g_; ++i) {
+            stats.SetValue(i, rowMax_[i]);
+            stats.SetValue(gA + i, rowSum_[i]);
+        }
+        VectorAfterScalar();
+        event_t ev = static_cast<event_t>(pipe_->FetchEventID(HardEvent::V_MTE3));
+        SetFlag<HardEvent::V_MTE3>(ev);
+        WaitFlag<HardEvent::V_MTE3>(ev);
+        DataCopyExtParams cpAcc{1, static_cast<uint32_t>(g_ * d_ * sizeof(float)), 0, 0, 0};
+        DataCopyPad(part, acc, cpAcc);
+        DataCopyExtParams cpStats{1, static_cast<uint32_t>(2 * gA * sizeof(float)), 0, 0, 0};
+        DataCopyPad(part[static_cast<uint64_t>(g_) * d_], stats, cpStats);
+    }
+
+    // o = sum_s acc_s e^(m_s - m) / sum_s l_s e^(m_s - m), m = max_s m_s, into oBuf_ (as FinishRows).
+    __aicore__ inline void CombinePartials(uint32_t item)
+    {
+        const uint32_t gA = AlignUp(g_, 8), gd = g_ * d_;
+        LocalTensor<float> acc = accBuf_.Get<float>();
+        LocalTensor<float> part = partBuf_.Get<float>();  // G*D partial + G maxima + G sums
+        LocalTensor<float> red = tmpFBuf_.Get<float>();     // 16 lanes (tmpF holds G * kvBlock >= 32)
+        Duplicate(acc, 0.0f, gd);
+        for (uint32_t i = 0; i < g_; ++i) {
+            rowMax_[i] = NegInf();
+            rowSum_[i] = 0.0f;
+        }
+        for (uint32_t s = 0; s < td_->splitNum; ++s) {
+            const uint32_t task = item * td_->splitNum + s;
+            GlobalTensor<float> src;
+            src.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(userWs_ + td_->wsSplitOffset + task * td_->wsSplitBytes),
+                                static_cast<uint64_t>(gd) + 2 * gA);
+            DataCopyExtParams cp{1, static_cast<uint32_t>((gd + 2 * gA) * sizeof(float)), 0, 0, 0};
+            DataCopyPad(part, src, cp, DataCopyPadExtParams<float>{false, 0, 0, 0.0f});
+            event_t ev = static_cast<event_t>(pipe_->FetchEventID(HardEvent::MTE2_S));
+            SetFlag<HardEvent::MTE2_S>(ev);
+            WaitFlag<HardEvent::MTE2_S>(ev);
+            for (uint32_t i = 0; i < g_; ++i) {
+                const float mS = part.GetValue(gd + i), lS = part.GetValue(gd + gA + i);
+                if (mS == NegInf()) {
+                    continue;  // empty or fully masked split: contributes nothing
+                }
+                const float mOld = rowMax_[i];
+                const float mNew = mS > mOld ? mS : mOld;
+                // weights e^(mOld - mNew) for what is accumulated, e^(mS - mNew) for the split
+                VectorAfterScalar();
+                Duplicate(red, mOld == NegInf() ? 0.0f : mOld - mNew, 8);
+                Duplicate(red[8], mS - mNew, 8);
+                Exp(red, red, 16);
+                const float wOld = mOld == NegInf() ? 0.0f : ScalarAfterVector(red, 0);
+                const float wS = ScalarAfterVector(red, 8);
+                rowMax_[i] = mNew;
+                rowSum_[i] = rowSum_[i] * wOld + lS * wS;
+                VectorAfterScalar();
+                Muls(acc[i * d_], acc[i * d_], wOld, d_);
+                Muls(part[i * d_], part[i * d_], wS, d_);
+                Add(acc[i * d_], acc[i * d_], part[i * d_], d_);
+            }
+            PipeBarrier<PIPE_V>();
         }
         FinishRows(acc);
     }
@@ -627,6 +785,11 @@ private:
     const IncreFlashAttentionV2TilingData* td_ = nullptr;
     TPipe* pipe_ = nullptr;
     uint32_t g_ = 0, d_ = 0, kvBlock_ = 0, workElems_ = 0;
+    uint32_t seqB_ = 0;   // S of the K/V tensor of the batch being processed (BindBatch)
+    uint32_t ldKv_ = 0;   // K/V row stride: Nkv*D (BSH / BSND) or D (BNSD)
+    GM_ADDR userWs_ = nullptr;
+    ListTensorDesc keyList_, valueList_;
+    GlobalTensor<uint64_t> keyDesc_;
     uint64_t deqWord1_ = 0, deqWord2_ = 0;
     float deq2_ = 0.0f;
     half scaleH_ = 0, quantScale1H_ = 0, qs2H_ = 0, qo2H_ = 0;
@@ -648,7 +811,7 @@ private:
     TQue<QuePosition::VECIN, 2> inMm2_;
     TQue<QuePosition::VECOUT, 1> outQueue_;
     TBuf<TPosition::VECCALC> accBuf_, oBuf_, tmpFBuf_, tmpHBuf_, workBuf_, quantHBuf_, qScaleBuf_, qOffsetBuf_;
-    TBuf<TPosition::VECCALC> maskU8Buf_, maskHBuf_, maskBitsBuf_;
+    TBuf<TPosition::VECCALC> maskU8Buf_, maskHBuf_, maskBitsBuf_, partBuf_;
     GlobalTensor<uint8_t> maskGm_;
 };
 
@@ -668,7 +831,7 @@ __aicore__ inline void Run(GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR ac
 }  // namespace ifa_kernel
 
 // Parameter order = OpDef inputs (op_host/incre_flash_attention_v2_def.cpp), outputs, workspace, tiling.
-extern "C" __global__ __aicore__ void incre_flash_attention_v2(
+extern "C" __global__ __aicore__ void ascend_attn_incre_flash_attention_v2(
     GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR pseShift, GM_ADDR attenMask, GM_ADDR actualSeqLengths,
     GM_ADDR dequantScale1, GM_ADDR quantScale1, GM_ADDR dequantScale2, GM_ADDR quantScale2, GM_ADDR quantOffset2,
     GM_ADDR attentionOut, GM_ADDR workspace, GM_ADDR tiling)

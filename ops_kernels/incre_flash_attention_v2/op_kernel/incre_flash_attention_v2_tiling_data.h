@@ -62,6 +62,18 @@ struct IncreFlashAttentionV2TilingData {
     uint32_t maskReserved;
     uint64_t maskBatchStride;
     uint64_t maskHeadStride;
+    // ---- K/V layout and form ----------------------------------------------------------------------
+    uint32_t kvBnsd;         // K/V rows of one head contiguous (BNSD, row stride D); else BSH / BSND (stride Nkv*D)
+    uint32_t kvList;         // key / value are tensor lists (one tensor per batch, its own S); the kernel
+                             // reads the per-batch addresses and S_b from the list descriptors
+    uint32_t kvDesc;         // key / value addresses are list descriptors (always with kvList; CANN: DYNAMIC
+                             // inputs, one (B, S, ...) tensor is a list of one)
+    uint32_t reserved0;
+    // ---- flash-decode split: one item's KV range over splitNum cores, then a combine step ------------
+    uint32_t splitNum;       // 1: no split; > 1: tasks = items * splitNum, one per core (float paths only)
+    uint32_t splitChunk;     // positions per split (multiple of kvBlock)
+    uint64_t wsSplitOffset;  // partials (acc G x D fp32, max G, sum G) of every task, after the per-core regions
+    uint64_t wsSplitBytes;   // bytes per task
     // ---- workspace (bytes, after the system workspace), per core ---------------------------------
     uint64_t wsScoreOffset;  // mm1 results: G x kvBlock float (float path) / G x seqKvAlign half (int8)
     uint64_t wsProbOffset;   // P: G x kvBlock half (float path) / int8 (int8 path)
@@ -72,7 +84,7 @@ struct IncreFlashAttentionV2TilingData {
     IfaMatmulShape mm2;      // P (G x n) . V (n x D)
 };
 
-static_assert(sizeof(IncreFlashAttentionV2TilingData) == 208, "no implicit padding: keep the runner in step");
+static_assert(sizeof(IncreFlashAttentionV2TilingData) == 248, "no implicit padding: keep the runner in step");
 
 }  // namespace ifa
 }  // namespace ascend_attn

@@ -1,5 +1,5 @@
 /*
- * RingAttentionUpdate: CANN adapters (CANN build only; the host simulation never compiles this file).
+ * AscendAttnRingAttentionUpdate (CANN's RingAttentionUpdateV2 contract under the package's own OpType): CANN adapters (CANN build only; the host simulation never compiles this file).
  *
  *   OpDef        inputs / outputs / attributes of semantics.md §1, AddConfig("ascend910b")
  *   InferShape   outputs shaped like prev_attn_out / prev_softmax_max / prev_softmax_sum
@@ -124,9 +124,9 @@ static graphStatus RingAttentionUpdateInferDataType(gert::InferDataTypeContext* 
 
 namespace ops {
 
-class RingAttentionUpdate : public OpDef {
+class AscendAttnRingAttentionUpdate : public OpDef {
 public:
-    explicit RingAttentionUpdate(const char* name) : OpDef(name)
+    explicit AscendAttnRingAttentionUpdate(const char* name) : OpDef(name)
     {
         // one column per supported attention dtype
         const std::vector<ge::DataType> attnTypes = {ge::DT_FLOAT16, ge::DT_BF16, ge::DT_FLOAT};
@@ -156,7 +156,7 @@ public:
     }
 };
 
-OP_ADD(RingAttentionUpdate);
+OP_ADD(AscendAttnRingAttentionUpdate);
 
 }  // namespace ops
 

@@ -326,7 +326,7 @@ private:
 
 }  // namespace
 
-extern "C" __global__ __aicore__ void ring_attention_update(GM_ADDR prevAttnOut, GM_ADDR prevSoftmaxMax,
+extern "C" __global__ __aicore__ void ascend_attn_ring_attention_update(GM_ADDR prevAttnOut, GM_ADDR prevSoftmaxMax,
                                                             GM_ADDR prevSoftmaxSum, GM_ADDR curAttnOut,
                                                             GM_ADDR curSoftmaxMax, GM_ADDR curSoftmaxSum,
                                                             GM_ADDR actualSeqQlen, GM_ADDR attnOut, GM_ADDR softmaxMax,

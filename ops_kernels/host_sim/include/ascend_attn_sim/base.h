@@ -19,6 +19,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "chip_limits.h"
+
 #ifndef ASCEND_ATTN_HOST_SIM
 #define ASCEND_ATTN_HOST_SIM 1
 #endif
@@ -258,7 +260,8 @@ inline const char* PositionName(TPosition pos)
 
 struct Config {
     // Capacities in bytes; ascend910b defaults. ub is the one the runners expose.
-    uint64_t capacity[kPhysMemCount] = {192 * 1024, 512 * 1024, 64 * 1024, 64 * 1024, 128 * 1024, 1024, 2048};
+    uint64_t capacity[kPhysMemCount] = {kAscend910B.ub,  kAscend910B.l1,        kAscend910B.l0a,    kAscend910B.l0b,
+                                        kAscend910B.l0c, kAscend910B.biasTable, kAscend910B.fixpipe};
     bool checkCoverage = true;  // outputs registered "exactly once" must be written exactly once
     bool poison = true;         // fresh on-chip memory and unspecified DataCopyPad padding = 0xFF bytes
     bool threaded = false;      // one thread per block (needed for SyncAll); sequential otherwise
@@ -282,6 +285,8 @@ struct CoreContext {
 CoreContext* CurrentCore();
 uint8_t* Arena(CoreContext& core, int mem);
 [[noreturn]] void Fail(int code, const std::string& msg);
+// Fail naming the chip rule broken (chip_limits.h): the message ends with "[rule NAME]".
+[[noreturn]] void FailRule(int code, const char* rule, const std::string& msg);
 void Defer(int code, const std::string& msg);  // record an error found where throwing is not allowed
 void CheckGm(const void* p, uint64_t bytes, bool write, const char* what);
 void NoteGmWrite(const void* p, uint64_t bytes);

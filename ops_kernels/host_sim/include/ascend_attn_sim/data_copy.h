@@ -83,7 +83,7 @@ inline void CheckLocalAligned(const LocalTensor<T>& t, const char* api, const ch
 {
     t.Live(api);
     if (t.SimAddr() % ONE_BLK_SIZE != 0) {
-        Fail(kAlignment, Str(api, ": ", role, " local address ", t.SimAddr(), " is not 32-byte aligned"));
+        FailRule(kAlignment, rule::kAddrAlign, Str(api, ": ", role, " local address ", t.SimAddr(), " is not 32-byte aligned"));
     }
 }
 
@@ -92,7 +92,7 @@ inline void CheckLocalIs(const LocalTensor<T>& t, const char* api, const char* r
 {
     const int mem = t.SimSlot() ? t.SimSlot()->mem : kUB;
     if (mem != kUB && (ubOnly || mem != kL1)) {
-        Fail(kUnsupported, Str(api, ": ", role, " tensor in ", PositionName(t.GetPosition()),
+        FailRule(kUnsupported, rule::kPosition, Str(api, ": ", role, " tensor in ", PositionName(t.GetPosition()),
                                " is not a supported data path (", ubOnly ? "UB" : "UB or L1", ")"));
     }
 }
@@ -140,10 +140,10 @@ inline void PadIn(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_
     CheckLocalAligned(dst, api, "dst");
     CheckLocalIs(dst, api, "dst", false);
     if (blockCount < 1 || blockCount > kMaxBlockCount) {
-        Fail(kInvalidArgument, Str(api, ": blockCount ", blockCount, " outside [1, ", kMaxBlockCount, "]"));
+        FailRule(kInvalidArgument, rule::kCopyPad, Str(api, ": blockCount ", blockCount, " outside [1, ", kMaxBlockCount, "]"));
     }
     if (blockLen < 1 || blockLen > maxLen) {
-        Fail(kInvalidArgument, Str(api, ": blockLen ", blockLen, " bytes outside [1, ", maxLen, "]"));
+        FailRule(kInvalidArgument, rule::kCopyPad, Str(api, ": blockLen ", blockLen, " bytes outside [1, ", maxLen, "]"));
     }
     if (blockLen % sizeof(T) != 0) {
         Fail(kAlignment, Str(api, ": blockLen ", blockLen, " bytes is not a multiple of sizeof(T) = ", sizeof(T)));
@@ -152,7 +152,7 @@ inline void PadIn(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_
         Fail(kAlignment, Str(api, ": srcStride ", srcStrideBytes, " bytes is not a multiple of sizeof(T)"));
     }
     if (left * sizeof(T) > ONE_BLK_SIZE || right * sizeof(T) > ONE_BLK_SIZE) {
-        Fail(kInvalidArgument, Str(api, ": leftPadding/rightPadding (", left, "/", right, " elements) exceed 32 bytes"));
+        FailRule(kInvalidArgument, rule::kCopyPad, Str(api, ": leftPadding/rightPadding (", left, "/", right, " elements) exceed 32 bytes"));
     }
     const uint64_t elems = blockLen / sizeof(T);
     const uint64_t footprint = AlignUp((left + right) * sizeof(T) + blockLen, ONE_BLK_SIZE);
@@ -185,10 +185,10 @@ inline void PadOut(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint32
     CheckLocalAligned(src, api, "src");
     CheckLocalIs(src, api, "src", true);
     if (blockCount < 1 || blockCount > kMaxBlockCount) {
-        Fail(kInvalidArgument, Str(api, ": blockCount ", blockCount, " outside [1, ", kMaxBlockCount, "]"));
+        FailRule(kInvalidArgument, rule::kCopyPad, Str(api, ": blockCount ", blockCount, " outside [1, ", kMaxBlockCount, "]"));
     }
     if (blockLen < 1 || blockLen > maxLen) {
-        Fail(kInvalidArgument, Str(api, ": blockLen ", blockLen, " bytes outside [1, ", maxLen, "]"));
+        FailRule(kInvalidArgument, rule::kCopyPad, Str(api, ": blockLen ", blockLen, " bytes outside [1, ", maxLen, "]"));
     }
     if (blockLen % sizeof(T) != 0 || dstStrideBytes % sizeof(T) != 0) {
         Fail(kAlignment, Str(api, ": blockLen/dstStride (", blockLen, "/", dstStrideBytes, " bytes) not multiples of sizeof(T)"));
@@ -231,7 +231,7 @@ template <typename T>
 inline void CheckCount(uint32_t count, const char* api)
 {
     if ((static_cast<uint64_t>(count) * sizeof(T)) % ONE_BLK_SIZE != 0) {
-        Fail(kAlignment, Str(api, ": length ", count, " x ", sizeof(T), " = ", static_cast<uint64_t>(count) * sizeof(T),
+        FailRule(kAlignment, rule::kCopyLength, Str(api, ": length ", count, " x ", sizeof(T), " = ", static_cast<uint64_t>(count) * sizeof(T),
                              " bytes is not a multiple of 32 bytes (use DataCopyPad for unaligned lengths)"));
     }
 }

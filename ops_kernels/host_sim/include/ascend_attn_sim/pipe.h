@@ -235,7 +235,7 @@ public:
     {
         sim::Slot* s = Slot0("TBuf::GetWithOffset");
         if (bufOffset % ONE_BLK_SIZE != 0) {
-            sim::Fail(sim::kAlignment, sim::Str("TBuf::GetWithOffset: bufOffset ", bufOffset, " is not 32-byte aligned"));
+            sim::FailRule(sim::kAlignment, sim::rule::kAddrAlign, sim::Str("TBuf::GetWithOffset: bufOffset ", bufOffset, " is not 32-byte aligned"));
         }
         if (bufOffset + static_cast<uint64_t>(size) * sizeof(T) > s->bytes) {
             sim::Fail(sim::kOutOfBounds, sim::Str("TBuf::GetWithOffset(", size, ", ", bufOffset, ") exceeds the ", s->bytes,
@@ -323,7 +323,7 @@ private:
         const uint64_t total = each * num;
         const uint64_t cap = core_->cfg->capacity[mem];
         if (core_->used[mem] + total > cap) {
-            sim::Fail(sim::kUbOverflow, sim::Str(what, " needs ", total, " bytes but ", sim::PhysMemName(mem), " already holds ",
+            sim::FailRule(sim::kUbOverflow, sim::rule::kBufferSize, sim::Str(what, " needs ", total, " bytes but ", sim::PhysMemName(mem), " already holds ",
                                                  core_->used[mem], " of its ", cap, " bytes (", sim::PhysMemName(mem),
                                                  " overflow: the tiling asks for more on-chip memory than the core has)"));
         }

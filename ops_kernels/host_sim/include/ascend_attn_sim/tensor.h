@@ -45,7 +45,7 @@ public:
     {
         Live("LocalTensor::operator[]");
         if (offset > size_) {
-            sim::Fail(sim::kOutOfBounds, sim::Str("LocalTensor::operator[](", offset, ") beyond the ", size_,
+            sim::FailRule(sim::kOutOfBounds, sim::rule::kTensorSize, sim::Str("LocalTensor::operator[](", offset, ") beyond the ", size_,
                                                   " elements of the tensor"));
         }
         LocalTensor r(*this);
@@ -100,7 +100,7 @@ public:
                                                  "before DeQue); DeQue it first"));
         }
         if (count > size_) {
-            sim::Fail(sim::kOutOfBounds, sim::Str(api, ": ", write ? "writes " : "reads ", count,
+            sim::FailRule(sim::kOutOfBounds, sim::rule::kTensorSize, sim::Str(api, ": ", write ? "writes " : "reads ", count,
                                                   " elements but the tensor holds ", size_, " (", sim::PositionName(slot_->pos),
                                                   " buffer of ", slot_->bytes, " bytes, view at byte ", byteOff_, ")"));
         }

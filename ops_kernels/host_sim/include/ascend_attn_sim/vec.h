@@ -95,11 +95,11 @@ inline T* VecOperand(const LocalTensor<T>& t, uint64_t count, const char* api, c
 {
     t.Live(api);
     if (t.SimSlot()->mem != kUB) {
-        Fail(kUnsupported, Str(api, ": ", role, " tensor is in ", PositionName(t.GetPosition()),
+        FailRule(kUnsupported, rule::kPosition, Str(api, ": ", role, " tensor is in ", PositionName(t.GetPosition()),
                                "; vector instructions only access UB (VECIN/VECOUT/VECCALC)"));
     }
     if (t.SimAddr() % ONE_BLK_SIZE != 0) {
-        Fail(kAlignment, Str(api, ": ", role, " address ", t.SimAddr(), " is not 32-byte aligned"));
+        FailRule(kAlignment, rule::kAddrAlign, Str(api, ": ", role, " address ", t.SimAddr(), " is not 32-byte aligned"));
     }
     return t.Data(count, api, write);
 }
@@ -190,10 +190,13 @@ inline bool Active(const MaskSpec& m, uint32_t i)
 inline void CheckMask(const MaskSpec& m, uint32_t perRepeat, const char* api)
 {
     if (!m.bits && (m.count < 1 || m.count > perRepeat)) {
-        Fail(kInvalidArgument, Str(api, ": continuous mask ", m.count, " outside [1, ", perRepeat, "]"));
+        FailRule(kInvalidArgument, rule::kMaskRange, Str(api, ": continuous mask ", m.count, " outside [1, ", perRepeat, "]"));
+    }
+    if (m.bits && m.word[0] == 0 && m.word[1] == 0) {
+        FailRule(kInvalidArgument, rule::kMaskRange, Str(api, ": bit mask with maskHigh and maskLow both 0 (no element)"));
     }
     if (m.bits && perRepeat <= 64 && m.word[1] != 0) {
-        Fail(kInvalidArgument, Str(api, ": mask[1] must be 0 for 32-bit types (64 elements per repeat)"));
+        FailRule(kInvalidArgument, rule::kMaskRange, Str(api, ": mask[1] must be 0 for 32-bit types (64 elements per repeat)"));
     }
 }
 
@@ -238,7 +241,7 @@ inline void Level0(const char* api, const LocalTensor<D>& dst, Stride sd, const 
     const uint32_t perRepeat = ONE_REPEAT_BYTE_SIZE / big;
     CheckMask(mask, perRepeat, api);
     if (repeat > MAX_REPEAT_TIMES) {
-        Fail(kInvalidArgument, Str(api, ": repeatTimes ", repeat, " > 255"));
+        FailRule(kInvalidArgument, rule::kRepeat, Str(api, ": repeatTimes ", repeat, " > 255"));
     }
     D* d = VecOperand(dst, Extent0<D>(mask, perRepeat, repeat, sd), api, "dst", true);
     const S0* a = s0 ? VecOperand(*s0, Extent0<S0>(mask, perRepeat, repeat, ss0), api, "src0", false) : nullptr;
@@ -542,7 +545,7 @@ inline void Compare(const LocalTensor<U>& dst, const LocalTensor<T>& src0, const
     static_assert(sim::kFloatType<T> || std::is_same_v<T, int32_t>, "Compare: half/float (int32 for EQ/NE)");
     const char* api = "Compare";
     if ((static_cast<uint64_t>(count) * sizeof(T)) % ONE_REPEAT_BYTE_SIZE != 0) {
-        sim::Fail(sim::kAlignment, sim::Str(api, ": count * sizeof(T) = ", count * sizeof(T), " is not a multiple of 256 bytes"));
+        sim::FailRule(sim::kAlignment, sim::rule::kCountAlign, sim::Str(api, ": count * sizeof(T) = ", count * sizeof(T), " is not a multiple of 256 bytes"));
     }
     const T* a = sim::VecOperand(src0, count, api, "src0", false);
     const T* b = sim::VecOperand(src1, count, api, "src1", false);
@@ -563,7 +566,7 @@ inline void CompareScalar(const LocalTensor<U>& dst, const LocalTensor<T>& src0,
     static_assert(sim::kFloatType<T> || std::is_same_v<T, int32_t>, "CompareScalar: half/float (int32 for EQ/NE)");
     const char* api = "CompareScalar";
     if ((static_cast<uint64_t>(count) * sizeof(T)) % ONE_BLK_SIZE != 0) {
-        sim::Fail(sim::kAlignment, sim::Str(api, ": count * sizeof(T) = ", count * sizeof(T), " is not a multiple of 32 bytes"));
+        sim::FailRule(sim::kAlignment, sim::rule::kCountAlign, sim::Str(api, ": count * sizeof(T) = ", count * sizeof(T), " is not a multiple of 32 bytes"));
     }
     const T* a = sim::VecOperand(src0, count, api, "src0", false);
     uint8_t* d = sim::MaskBytes(dst, count, api, true);

@@ -258,7 +258,7 @@ private:
     {
         namespace sim = AscendC::sim;
         if (static_cast<uint64_t>(bytes) > core.cfg->capacity[mem]) {
-            sim::Fail(sim::kUbOverflow, sim::Str("Matmul::Init: ", sim::PhysMemName(mem), " overflow: ", what, " = ", bytes,
+            sim::FailRule(sim::kUbOverflow, sim::rule::kBufferSize, sim::Str("Matmul::Init: ", sim::PhysMemName(mem), " overflow: ", what, " = ", bytes,
                                                  " bytes > ", core.cfg->capacity[mem]));
         }
     }

@@ -121,3 +121,26 @@ def test_graph_mode_tnd_statistics_primitive():
 
 def test_cpu_uses_the_pyfunc_fallback_backend(pynative):
     assert ams.RingAttentionUpdate("SBH").backend == "mindspore.fallback"
+
+
+class _TndNet(nn.Cell):
+    def construct(self, a, b, c, d, e, f, seq):
+        return ams.ring_attention_update(a, b, c, d, e, f, seq, "TND")
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_bf16_tnd_within_the_ub_rule_equals_torch(mode):
+    """N=8, D=768 in bf16 fits MindSpore's UB rule with 2-byte data (it would not with 4): bf16 must
+    be validated as bf16 at compile time, not as the float32 it crosses the pyfunc boundary in."""
+    arrays = rau_arrays("TND", seq_lens=(3, 1), heads=8, head_dim=768, seed=3)
+    for n in RAU_TENSOR_NAMES[1:3] + RAU_TENSOR_NAMES[4:6]:
+        arrays[n] = tnd_to_ntd(arrays[n], (3, 1))
+    want = torch_result(arrays, "TND", "", "bfloat16")
+    args, seq = ms_args(arrays, "bfloat16")
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    try:
+        got = _TndNet()(*args, seq)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(as_numpy(g), w)

@@ -424,8 +424,10 @@ def check_flash_attention(
 ) -> FlashPlan | None:
     """Validate the FA V4 forward / grad arguments shared by both ops (semantics.md §10).
 
-    Length arguments are host lists (already normalised with ``int_list``). Returns None when
-    shapes are not known (MindSpore graph compile, dtype pass).
+    Length arguments (``actual_seq_qlen``, ``actual_seq_kvlen``, ``prefix``) are host lists (already
+    normalised with ``int_list``), or ``...`` when present but their values are not known (torch.compile's
+    fake kernels): then only the checks of metadata run, the kernel that has the values runs the rest.
+    Returns None when shapes or length values are not known (MindSpore graph compile, dtype pass).
     """
     check_choice(op, layout_arg, softmax_layout, FA_SOFTMAX_LAYOUTS)
     check_same_device(op, "query", query, key=key, value=value, pse=pse, drop_mask=drop_mask, atten_mask=atten_mask)
@@ -447,15 +449,18 @@ def check_flash_attention(
     if pse is not None:
         check_dtype(op, "pse", pse, ("float32",) if pse_type in (2, 3) else (query.dtype,) if query.dtype else fa_float_dtypes())
 
-    seq_q = fa_seq_lengths(op, "actual_seq_qlen", actual_seq_qlen)
-    seq_kv = fa_seq_lengths(op, "actual_seq_kvlen", actual_seq_kvlen)
-    if len(seq_q) != len(seq_kv):
-        raise value_error(op, "actual_seq_kvlen", f"the same number of sequences as actual_seq_qlen ({len(seq_q)})",
-                          len(seq_kv))
-    batch = len(seq_q)
-    if batch > (FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH):
-        raise value_error(op, "actual_seq_qlen", f"B <= {FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH}"
-                          + (" with prefix" if prefix is not None else ""), f"B = {batch}")
+    values_known = not any(x is Ellipsis for x in (actual_seq_qlen, actual_seq_kvlen, prefix))
+    if values_known:
+        seq_q = fa_seq_lengths(op, "actual_seq_qlen", actual_seq_qlen)
+        seq_kv = fa_seq_lengths(op, "actual_seq_kvlen", actual_seq_kvlen)
+        if len(seq_q) != len(seq_kv):
+            raise value_error(op, "actual_seq_kvlen",
+                              f"the same number of sequences as actual_seq_qlen ({len(seq_q)})", len(seq_kv))
+        batch = len(seq_q)
+        if batch > (FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH):
+            raise value_error(op, "actual_seq_qlen",
+                              f"B <= {FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH}"
+                              + (" with prefix" if prefix is not None else ""), f"B = {batch}")
     if keep_prob < 1.0 and drop_mask is None:
         raise value_error(op, "drop_mask", "a bit-packed uint8 mask whenever keep_prob < 1", "None")
     if pse_type in (0, 2, 3) and pse is None:
@@ -480,6 +485,8 @@ def check_flash_attention(
         raise value_error(op, "query", f"1 <= D <= {FA_MAX_HEAD_DIM}", f"D = {d}")
     if t1 > FA_MAX_TOKENS or t2 > FA_MAX_TOKENS:
         raise value_error(op, "query" if t1 > FA_MAX_TOKENS else "key", f"T <= {FA_MAX_TOKENS}", f"T1 = {t1}, T2 = {t2}")
+    if not values_known:
+        return None
     if sum(seq_q) > t1:
         raise value_error(op, "actual_seq_qlen", f"a total <= T1 = {t1}", sum(seq_q))
     if sum(seq_kv) > t2:
@@ -672,7 +679,8 @@ class IncrePlan:
     (num_blocks, Nkv, block_size, D)). ``scenario``: "float", "A", "B" or "C" (§7.5).
     ``antiquant``: None, "channel" or "tensor". ``mask_heads``: the mask has a per-head row.
     ``starts``/``ends`` are for right padding; with ``left_padding`` the kernel reads the padding
-    size and calls :func:`ifa_left_padding`.
+    size and calls :func:`ifa_left_padding`. They are None when the lengths were not known (the
+    fake kernel under torch.compile: it needs the output dtype only).
     """
 
     layout: str
@@ -680,8 +688,8 @@ class IncrePlan:
     heads_q: int
     heads_kv: int
     head_dim: int
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
+    starts: tuple[int, ...] | None
+    ends: tuple[int, ...] | None
     caps: tuple[int, ...]  # cache length S_b of each batch (M*block_size when paged)
     left_padding: bool  # kv_padding_size given together with actual_seq_lengths
     kv_form: str
@@ -717,7 +725,7 @@ def check_incre_flash_attention(
     """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (semantics.md §7, §10).
 
     ``key``/``value``: a TensorMeta or a list of them (tensor-list form). ``actual_seq_lengths``:
-    host list or None. Other tensors: TensorMeta or None. Returns None if shapes are unknown.
+    host list, None, or ``...`` when present but its values are not known (the value checks are skipped). Other tensors: TensorMeta or None. Returns None if shapes are unknown.
     """
     check_choice(op, "input_layout", input_layout, IFA_LAYOUTS)
     if inner_precise not in (0, 1):
@@ -839,7 +847,9 @@ def check_incre_flash_attention(
     if not 1 <= dim <= IFA_MAX_HEAD_DIM:
         raise value_error(op, "query", f"1 <= D <= {IFA_MAX_HEAD_DIM}", f"D = {dim}")
 
-    seq_lens = list(actual_seq_lengths) if actual_seq_lengths is not None else None
+    # None: absent; ...: present, values unknown (torch.compile's fake kernel: the real kernel checks them)
+    seq_lens = actual_seq_lengths if actual_seq_lengths is None or actual_seq_lengths is Ellipsis \
+        else list(actual_seq_lengths)
     if paged:
         kv_form, paged_layout = "paged", None
         cache = keys[0].shape
@@ -901,7 +911,9 @@ def check_incre_flash_attention(
         if not is_list:
             caps = caps * batch
     # lengths and the valid range (§7.2)
-    if seq_lens is not None:
+    if seq_lens is Ellipsis:
+        lens = None
+    elif seq_lens is not None:
         if len(seq_lens) not in (1,) and len(seq_lens) < batch:
             raise value_error(op, "actual_seq_lengths", f"1 or at least B = {batch} values", f"{len(seq_lens)} values")
         seq_lens = (seq_lens * batch if len(seq_lens) == 1 else seq_lens[:batch])
@@ -944,7 +956,8 @@ def check_incre_flash_attention(
                               f"[{heads_q * dim}] or [{heads_q}, {dim}])", f"shape {quote(quant_scale2.shape)}")
         quant_channel = n != 1
     # mask and pse_shift shapes (§7.2)
-    needed = max(caps) if paged else max(lens)  # left padding: re-checked once the size is read
+    # left padding: re-checked once the size is read; lengths not known: checked by the real kernel
+    needed = max(caps) if paged else None if lens is None else max(lens)
     mask_heads = False
     if atten_mask is not None:
         ms = atten_mask.shape
@@ -955,19 +968,20 @@ def check_incre_flash_attention(
         else:
             raise value_error(op, mask_arg, f"shape (B, S), (B, 1, S), (B, 1, 1, S), (B, Nq, 1, S) or (1, Nq, 1, S) "
                               f"with B = {batch}, Nq = {heads_q}", f"shape {quote(ms)}")
-        if ms[-1] < needed:
+        if needed is not None and ms[-1] < needed:
             raise value_error(op, mask_arg, f"a last dimension >= the KV length {needed}", ms[-1])
     if pse_shift is not None:
         ps = pse_shift.shape
         if len(ps) != 4 or ps[0] not in (1, batch) or ps[1] != heads_q or ps[2] != 1:
             raise value_error(op, "pse_shift", f"shape (B|1, Nq, 1, S) with B = {batch}, Nq = {heads_q}",
                               f"shape {quote(ps)}")
-        if ps[3] < needed:
+        if needed is not None and ps[3] < needed:
             raise value_error(op, "pse_shift", f"a last dimension >= the KV length {needed}", ps[3])
         if dim % 16:
             raise value_error(op, "pse_shift", "D % 16 == 0", f"D = {dim}")
     out_dtype = {"A": "int8", "B": "float16", "C": "int8", "float": query.dtype}[scenario]
-    return IncrePlan(input_layout, batch, heads_q, heads_kv, dim, tuple(0 for _ in lens), tuple(lens), tuple(caps),
+    starts, ends = (None, None) if lens is None else (tuple(0 for _ in lens), tuple(lens))
+    return IncrePlan(input_layout, batch, heads_q, heads_kv, dim, starts, ends, tuple(caps),
                      left_padding, kv_form, paged_layout, block_size, scenario, antiquant, atten_mask is not None,
                      mask_heads, pse_shift is not None, quant_channel, float(scale_value), out_dtype)
 

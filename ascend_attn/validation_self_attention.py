@@ -213,6 +213,14 @@ class SAPlan:
 
 # ----------------------------------------------------------------------------- helpers
 
+def output_dtype(query_dtype: str | None, quant_type: int, out_data_type: int) -> str | None:
+    """The output's dtype name (also the compute dtype): the query's, or with full quantization
+    ``out_data_type``'s (float16 for ACL_FLOAT16, else bfloat16)."""
+    if quant_type != QUANT_UNDEFINED:
+        return "float16" if out_data_type == ACL_FLOAT16 else "bfloat16"
+    return query_dtype
+
+
 def _is_seq(x) -> bool:
     return isinstance(x, (list, tuple)) and not isinstance(x, TensorMeta)
 
@@ -419,8 +427,7 @@ def check_self_attention(
     # --- dtypes
     if quant:
         check_dtype(op, "query", query, ("int8",))
-        compute = "float16" if out_data_type == ACL_FLOAT16 else "bfloat16"
-        out_dtype = compute
+        compute = out_dtype = output_dtype(query.dtype, quant_type, out_data_type)
     else:
         check_dtype(op, "query", query, SA_DTYPES)
         compute = out_dtype = query.dtype

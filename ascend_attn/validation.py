@@ -183,6 +183,16 @@ def int_list(op: str, arg: str, value: Any) -> list[int] | None:
     raise type_error(op, arg, "a list, tuple or 1-D integer tensor", type(value).__name__)
 
 
+def lengths_known(values: Any) -> bool:
+    """Whether the values of a host length argument are known: ``None`` (absent) or a list of ints.
+
+    Not known: ``...`` (nothing known: MindSpore's graph compile) or a list holding ``...`` (the count
+    known, the values not: torch's fake kernels, where lengths are tensor data). Checks that read
+    values are skipped then; the kernel that has the values runs them before writing any output.
+    """
+    return values is not Ellipsis and (values is None or not any(v is Ellipsis for v in values))
+
+
 # ----------------------------------------------------------------------------- RingAttentionUpdate
 
 RAU_OP = "ring_attention_update"
@@ -229,8 +239,8 @@ def check_ring_attention_update(
 ) -> RingUpdatePlan | None:
     """Validate RingAttentionUpdate inputs (semantics.md §1, §10).
 
-    ``actual_seq_qlen`` is the host list, ``None`` when absent, or ``...`` when present but its
-    values are not known yet (graph compilation). ``ub_limit`` adds MindSpore's V1 UB-size rule.
+    ``actual_seq_qlen`` is the host list, ``None`` when absent, or not known yet (graph compilation,
+    :func:`lengths_known`). ``ub_limit`` adds MindSpore's V1 UB-size rule.
     Returns the plan, or None when shapes were not all known.
     """
     check_choice(op, layout_arg, input_layout, RAU_LAYOUTS)
@@ -284,7 +294,7 @@ def check_ring_attention_update(
                     f"N = {n}, D = {d}, {prev_attn_out.dtype}: {need}")
         offsets = None
         stats_layout = "TND" if input_softmax_layout == "TND" else "NTD"
-        if stats_layout == "NTD" and actual_seq_qlen is not Ellipsis:
+        if stats_layout == "NTD" and lengths_known(actual_seq_qlen):
             offsets = tuple(check_rau_seq_qlen(actual_seq_qlen, t, op=op, layout_arg=layout_arg))
         return RingUpdatePlan("TND", stats_layout, n, d, offsets)
 
@@ -425,8 +435,8 @@ def check_flash_attention(
     """Validate the FA V4 forward / grad arguments shared by both ops (semantics.md §10).
 
     Length arguments (``actual_seq_qlen``, ``actual_seq_kvlen``, ``prefix``) are host lists (already
-    normalised with ``int_list``), or ``...`` when present but their values are not known (torch.compile's
-    fake kernels): then only the checks of metadata run, the kernel that has the values runs the rest.
+    normalised with ``int_list``), or not known (:func:`lengths_known`: torch.compile's fake kernels):
+    then only the checks of metadata run, the kernel that has the values runs the rest.
     Returns None when shapes or length values are not known (MindSpore graph compile, dtype pass).
     """
     check_choice(op, layout_arg, softmax_layout, FA_SOFTMAX_LAYOUTS)
@@ -449,7 +459,7 @@ def check_flash_attention(
     if pse is not None:
         check_dtype(op, "pse", pse, ("float32",) if pse_type in (2, 3) else (query.dtype,) if query.dtype else fa_float_dtypes())
 
-    values_known = not any(x is Ellipsis for x in (actual_seq_qlen, actual_seq_kvlen, prefix))
+    values_known = all(lengths_known(x) for x in (actual_seq_qlen, actual_seq_kvlen, prefix))
     if values_known:
         seq_q = fa_seq_lengths(op, "actual_seq_qlen", actual_seq_qlen)
         seq_kv = fa_seq_lengths(op, "actual_seq_kvlen", actual_seq_kvlen)
@@ -725,7 +735,7 @@ def check_incre_flash_attention(
     """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (semantics.md §7, §10).
 
     ``key``/``value``: a TensorMeta or a list of them (tensor-list form). ``actual_seq_lengths``:
-    host list, None, or ``...`` when present but its values are not known (the value checks are skipped). Other tensors: TensorMeta or None. Returns None if shapes are unknown.
+    host list, None, or not known (:func:`lengths_known`: the value checks are skipped). Other tensors: TensorMeta or None. Returns None if shapes are unknown.
     """
     check_choice(op, "input_layout", input_layout, IFA_LAYOUTS)
     if inner_precise not in (0, 1):
@@ -911,7 +921,7 @@ def check_incre_flash_attention(
         if not is_list:
             caps = caps * batch
     # lengths and the valid range (§7.2)
-    if seq_lens is Ellipsis:
+    if not lengths_known(seq_lens):
         lens = None
     elif seq_lens is not None:
         if len(seq_lens) not in (1,) and len(seq_lens) < batch:

@@ -11,7 +11,7 @@ tensors, not ``int[]``: torch.compile then treats them as data (one graph for ev
 the same batch count) instead of baking each list into the graph. :func:`lengths_tensor` is the one
 conversion the public functions use; :func:`host_lengths` is how the kernels read them back: the real
 kernels get the values (and run the full validation before writing anything), the fake kernels get
-``...`` ("present, values unknown"), so they check shapes and dtypes only. Output shapes never depend
+one ``...`` per value (count known, values unknown), so they check shapes, dtypes and counts only. Output shapes never depend
 on length values.
 """
 from __future__ import annotations
@@ -133,11 +133,11 @@ def lengths_tensor(op: str, arg: str, value) -> torch.Tensor | None:
 
 def host_lengths(op: str, arg: str, lengths: torch.Tensor | None, *, known: bool):
     """What validation gets for a host length tensor: ``None`` when absent, its values as ``list[int]``
-    (``known``: the real kernels), else ``...`` (the fake kernels: values unknown while tracing), or
-    ``[]`` for an empty tensor (its size says all there is)."""
+    (``known``: the real kernels), else one ``...`` per value (the fake kernels: the count is the
+    tensor's size, the values are unknown while tracing; ``validation.lengths_known``)."""
     if lengths is None:
         return None
     V.check_int_sequence_meta(op, arg, V.TensorMeta(tuple(lengths.shape), V.dtype_name(lengths.dtype)))
     if known:
         return [int(v) for v in lengths.tolist()]
-    return ... if lengths.numel() else []
+    return [...] * int(lengths.shape[0])

@@ -460,13 +460,15 @@ def check_flash_attention(
         check_dtype(op, "pse", pse, ("float32",) if pse_type in (2, 3) else (query.dtype,) if query.dtype else fa_float_dtypes())
 
     values_known = all(lengths_known(x) for x in (actual_seq_qlen, actual_seq_kvlen, prefix))
+    seq_q = seq_kv = batch = None  # the values / the count; a list of ... has a count only
     if values_known:
         seq_q = fa_seq_lengths(op, "actual_seq_qlen", actual_seq_qlen)
         seq_kv = fa_seq_lengths(op, "actual_seq_kvlen", actual_seq_kvlen)
-        if len(seq_q) != len(seq_kv):
-            raise value_error(op, "actual_seq_kvlen",
-                              f"the same number of sequences as actual_seq_qlen ({len(seq_q)})", len(seq_kv))
-        batch = len(seq_q)
+    if not any(x is Ellipsis for x in (actual_seq_qlen, actual_seq_kvlen, prefix)):
+        if len(actual_seq_qlen) != len(actual_seq_kvlen):
+            raise value_error(op, "actual_seq_kvlen", f"the same number of sequences as actual_seq_qlen "
+                              f"({len(actual_seq_qlen)})", len(actual_seq_kvlen))
+        batch = len(actual_seq_qlen)
         if batch > (FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH):
             raise value_error(op, "actual_seq_qlen",
                               f"B <= {FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH}"
@@ -495,7 +497,11 @@ def check_flash_attention(
         raise value_error(op, "query", f"1 <= D <= {FA_MAX_HEAD_DIM}", f"D = {d}")
     if t1 > FA_MAX_TOKENS or t2 > FA_MAX_TOKENS:
         raise value_error(op, "query" if t1 > FA_MAX_TOKENS else "key", f"T <= {FA_MAX_TOKENS}", f"T1 = {t1}, T2 = {t2}")
-    if not values_known:
+    if not values_known:  # the checks that need only the count
+        if batch is not None:
+            _fa_check_mask(op, atten_mask, sparse_mode, None, None, t1, t2, pre_tokens, next_tokens, prefix, batch)
+            _fa_check_pse(op, pse, pse_type, sparse_mode, None, None, n1, batch, q_start, kv_start,
+                          atten_mask is not None)
         return None
     if sum(seq_q) > t1:
         raise value_error(op, "actual_seq_qlen", f"a total <= T1 = {t1}", sum(seq_q))
@@ -512,7 +518,7 @@ def check_flash_attention(
 
     prefix_list = int_list(op, "prefix", prefix)
     mask_form = _fa_check_mask(op, atten_mask, sparse_mode, seq_q, seq_kv, t1, t2, pre_tokens,
-                               next_tokens, prefix_list)
+                               next_tokens, prefix_list, batch)
     pse_form = _fa_check_pse(op, pse, pse_type, sparse_mode, seq_q, seq_kv, n1, batch, q_start, kv_start,
                              atten_mask is not None)
     if pse_form == "alibi":
@@ -530,14 +536,24 @@ def check_flash_attention(
                      "TND" if softmax_layout == "same_as_input" else "NTD")
 
 
-def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix):
-    """Mask shape per sparse mode, and the per-mode length rules that apply with a mask (§4, §10)."""
-    if mode == 6 and (prefix is None or len(prefix) != len(seq_q)):
-        raise value_error(op, "prefix", f"a list of B = {len(seq_q)} ints when sparse_mode is 6",
+def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix, batch):
+    """Mask shape per sparse mode, and the per-mode length rules that apply with a mask (§4, §10).
+
+    ``seq_q`` / ``seq_kv`` None: only the ``batch`` count is known, the checks that read lengths are
+    left to the kernel that has them (returns None then)."""
+    if mode == 6 and (prefix is None or len(prefix) != batch):
+        raise value_error(op, "prefix", f"a list of B = {batch} ints when sparse_mode is 6",
                           "None" if prefix is None else f"{len(prefix)} values")
     if atten_mask is None:
         return None  # full attention whatever the mode (CANN documents this)
     shape = atten_mask.shape
+    if mode not in (0, 1):
+        want = FA_COMPRESSED[mode]
+        if shape != want:
+            raise value_error(op, "atten_mask", f"the compressed {want[0]}x{want[1]} mask for sparse_mode {mode}",
+                              f"shape {quote(shape)}")
+    if seq_q is None:
+        return None
     max_q, max_kv = max(seq_q), max(seq_kv)
     if mode in (0, 1):
         if len(shape) != 2:
@@ -551,10 +567,6 @@ def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix
             raise value_error(op, "atten_mask", f"shape [maxS1, maxS2] = {quote((max_q, max_kv))} or [T1, T2] = "
                               f"{quote((t1, t2))}", f"shape {quote(shape)}")
     else:
-        want = FA_COMPRESSED[mode]
-        if shape != want:
-            raise value_error(op, "atten_mask", f"the compressed {want[0]}x{want[1]} mask for sparse_mode {mode}",
-                              f"shape {quote(shape)}")
         form = "compressed"
     active = [b for b, s in enumerate(seq_q) if s > 0]
     if mode == 3:
@@ -608,12 +620,12 @@ def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix
 def _fa_check_pse(op, pse, pse_type, mode, seq_q, seq_kv, n1, batch, q_start, kv_start, has_mask):
     if pse is None:
         return None
-    if any(s == 0 for s in seq_q):
+    if seq_q is not None and any(s == 0 for s in seq_q):
         raise value_error(op, "pse", "sequences with S1_b > 0 only (no zero-length query sequence) when pse is given",
                           f"actual_seq_qlen lengths {list(seq_q)}")
     if mode == 7 and has_mask:
         raise value_error(op, "pse", "None with sparse_mode 7", "a tensor")
-    if mode == 8 and has_mask:
+    if mode == 8 and has_mask and seq_q is not None:
         if any(a != b for a, b in zip(seq_q[1:], seq_kv[1:])) or seq_q[0] - seq_kv[0] + q_start - kv_start != 0:
             raise value_error(op, "pse", "S1_b == S2_b for b >= 1 and S1_0 - S2_0 + q_start_idx - kv_start_idx == 0 "
                               "with sparse_mode 8", f"S1 {list(seq_q)}, S2 {list(seq_kv)}")
@@ -625,6 +637,8 @@ def _fa_check_pse(op, pse, pse_type, mode, seq_q, seq_kv, n1, batch, q_start, kv
             raise value_error(op, "pse", f"ALiBi slopes of shape [N1] = [{n1}] or [B, N1] = [{batch}, {n1}] "
                               f"for pse_type {pse_type}", f"shape {quote(shape)}")
         return "slopes"
+    if seq_q is None:  # lengths not known
+        return None
     full = n1 * sum(a * b for a, b in zip(seq_q, seq_kv))
     row = n1 * sum(seq_kv)
     if len(shape) == 1 and shape[0] == full:
@@ -921,11 +935,11 @@ def check_incre_flash_attention(
         if not is_list:
             caps = caps * batch
     # lengths and the valid range (§7.2)
+    if seq_lens is not None and seq_lens is not Ellipsis and len(seq_lens) not in (1,) and len(seq_lens) < batch:
+        raise value_error(op, "actual_seq_lengths", f"1 or at least B = {batch} values", f"{len(seq_lens)} values")
     if not lengths_known(seq_lens):
         lens = None
     elif seq_lens is not None:
-        if len(seq_lens) not in (1,) and len(seq_lens) < batch:
-            raise value_error(op, "actual_seq_lengths", f"1 or at least B = {batch} values", f"{len(seq_lens)} values")
         seq_lens = (seq_lens * batch if len(seq_lens) == 1 else seq_lens[:batch])
         for b, (length, cap) in enumerate(zip(seq_lens, caps)):
             if not 0 <= length <= cap:

@@ -11,8 +11,10 @@ __version__ = "0.1.0"
 _TORCH_API = ("ring_attention_update", "flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
               "incre_flash_attention", "trans_quant_param", "self_attention")
 
-_FLASH_ATTN_API = ("flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache")
-_RING_API = ("ring_flash_attn_varlen_func", "zigzag_shard", "zigzag_unshard")
+_FLASH_ATTN_API = ("flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "flash_attn_qkvpacked_func",
+                   "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_varlen_kvpacked_func")
+_RING_API = ("ring_flash_attn_varlen_func", "zigzag_ring_flash_attn_varlen_func", "ring_flash_attn_func",
+             "zigzag_ring_flash_attn_func", "zigzag_shard", "zigzag_unshard", "contiguous_shard", "contiguous_unshard")
 
 __all__ = list(_TORCH_API) + list(_FLASH_ATTN_API) + list(_RING_API) + ["__version__"]
 

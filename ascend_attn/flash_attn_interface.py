@@ -1,18 +1,32 @@
-"""flash-attn 2.x compatible API on the Ascend ops (semantics.md §8).
+"""flash-attn 2.x compatible API on the Ascend ops (docs/semantics.md §8).
 
 Users migrating from GPUs replace ``from flash_attn import ...`` with
-``from ascend_attn import ...``: same names, arguments, defaults and returns.
+``from ascend_attn import ...`` (or opt in to the import alias of
+:mod:`ascend_attn.compat.flash_attn`): same names, argument order, defaults and returns as
+flash-attn 2.x's ``flash_attn_interface``, errors naming the caller's arguments.
 
 Mapping (§8.2): ``cu_seqlens`` (leading 0) -> cumulative lengths without the 0; causal is
-bottom-right aligned (sparse_mode 3); other windows are a band (sparse_mode 4, pre = left,
-next = right); ALiBi is the op's generated ALiBi (pse_type 2) with ``q_start_idx = S2 - S1``;
-dropout draws its own keep bits in the op's layout and the backward reuses them. Rows that see
-no key at all (``S2 = 0``, or causal/window with more queries than visible keys) are not passed
-to the op (CANN rejects them): they are filled here with out 0, LSE -inf and zero gradients.
+bottom-right aligned; windows, causal masks and ALiBi are expressed per *block* (a query range
+against a key range at known positions, :func:`plan_blocks`): each block is trimmed to the query
+rows that see a key and the keys some row sees, then mapped onto the FA op (no mask, sparse_mode 3
+or the sparse_mode 4 band with the canonical compressed mask; generated ALiBi ``pse_type=2`` with
+the block's position offset). Blocks with the same mapping share one op call. Rows that see no key
+at all are not passed to the op (CANN rejects them): out 0, LSE -inf, zero gradients.
+
+Dropout keep bits are a hash of ``(seed, sequence, head, query index, key index)``
+(:func:`dropout_keep`), so the ring layer and ``return_attn_probs`` see the same bits as the op
+call; the seed is drawn from torch's default generator (``torch.manual_seed`` reproduces a run).
+
+``softcap`` (``score = softcap * tanh(score / softcap)`` before masking and ALiBi) has no FA-op
+form: it runs as float32 torch code per sequence in query chunks of :data:`SOFTCAP_CHUNK` rows,
+recomputed in the backward (``torch.utils.checkpoint``): O(chunk * S_k * N) memory, about 2-3x the
+time of the fused path. ``return_attn_probs`` with ``dropout_p > 0`` builds ``S_dmask`` the same
+way (O(B * N * Sq * Sk), for tests, as in flash-attn).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -20,152 +34,601 @@ from . import validation as V
 
 INF_TOKENS = 2147483647
 FWD = "flash_attn_varlen_func"
+S_DMASK_ROUND = 128  # flash-attn's S_dmask is (B, N, round_up(Sq, 128), round_up(Sk, 128))
+SOFTCAP_CHUNK = 256  # query rows per recomputed chunk of the softcap path
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _cu_list(op, name, cu):
-    values = V.int_list(op, name, cu)
-    if not values or values[0] != 0 or any(a > b for a, b in zip(values, values[1:])):
-        raise V.value_error(op, name, "cumulative lengths starting at 0, non-decreasing (e.g. [0, 2, 5])",
-                            V.quote(values))
-    return values
+# ----------------------------------------------------------------------------- argument checks
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_window(op, window_size, causal):
-    if len(window_size) != 2 or any((not isinstance(w, int)) or w < -1 for w in window_size):
-        raise V.value_error(op, "window_size", "a pair of ints >= -1 (-1 = unbounded)", V.quote(tuple(window_size)))
-    left, right = window_size
+def _check_tensor(op, name, x, rank, form):
+    """A float tensor of the given rank; ``form`` describes the expected layout."""
+    if not isinstance(x, torch.Tensor):
+        raise V.type_error(op, name, f"a torch.Tensor {form}", type(x).__name__)
+    if x.dim() != rank:
+        raise V.value_error(op, name, f"{rank}-D tensors {form}", f"shape {V.quote(tuple(x.shape))}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise V.type_error(op, name, "dtype float16, bfloat16 or float32", V.dtype_name(x.dtype))
+
+
+def _check_same(op, names, q, k, v):
+    """k/v against q: dtype, device, head_dim, head count (GQA); k and v of one shape."""
+    for key, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise V.type_error(op, names[key], f"the dtype of {names['q']} ({V.dtype_name(q.dtype)})",
+                               V.dtype_name(t.dtype))
+        if t.device != q.device:
+            raise V.value_error(op, names[key], f"the device of {names['q']} ({q.device})", t.device)
+    if k.shape[-1] != q.shape[-1]:
+        raise V.value_error(op, names["k"], f"the head_dim of {names['q']} ({q.shape[-1]})", k.shape[-1])
+    if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2]:
+        raise V.value_error(op, names["k"], f"a head count dividing the {q.shape[-2]} query heads", k.shape[-2])
+    if k.shape != v.shape:
+        raise V.value_error(op, names["v"], f"the shape of {names['k']} {V.quote(tuple(k.shape))}",
+                            V.quote(tuple(v.shape)))
+
+
+def window_pair(op, window_size, causal):
+    """(left, right) of a flash-attn window: tuple, list or 2-element tensor of ints; any negative
+    side is unbounded (-1); ``causal`` forces right = 0."""
+    if isinstance(window_size, torch.Tensor):
+        values = window_size.tolist() if window_size.dim() == 1 and not window_size.dtype.is_floating_point else None
+    elif isinstance(window_size, (tuple, list)):
+        values = list(window_size)
+    else:
+        values = None
+    if values is None or len(values) != 2 or not all(V._is_integer(w) and not isinstance(w, bool) for w in values):
+        shown = V.quote(tuple(window_size)) if isinstance(window_size, (tuple, list)) else repr(window_size)
+        raise V.value_error(op, "window_size", "a pair (left, right) of ints, negative = unbounded", shown)
+    left, right = (int(w) if w >= 0 else -1 for w in values)
     return left, (0 if causal else right)
 
 
-def _drop_mask_bits(n_bits: int, keep_prob: float, device) -> torch.Tensor:
-    """Bernoulli(keep_prob) keep bits packed LSB-first into uint8 (semantics.md §6)."""
-    keep = (torch.rand(-(-n_bits // 8) * 8, device=device) < keep_prob).to(torch.uint8).view(-1, 8)
-    weights = (2 ** torch.arange(8, device=device)).to(torch.uint8)
-    return (keep * weights).sum(-1, dtype=torch.uint8)
+def _check_scalars(op, dropout_p, softmax_scale, softcap):
+    if not _is_number(dropout_p) or not 0.0 <= dropout_p < 1.0:
+        raise V.value_error(op, "dropout_p", "a float in [0, 1)", repr(dropout_p))
+    if softmax_scale is not None and not _is_number(softmax_scale):
+        raise V.type_error(op, "softmax_scale", "None or a float", type(softmax_scale).__name__)
+    if not _is_number(softcap):
+        raise V.type_error(op, "softcap", "a float (<= 0 disables it)", type(softcap).__name__)
 
 
-def _varlen(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, window_size, alibi_slopes):
-    """TND attention of packed sequences; returns (out [Tq, N, D], lse [Tq, N] natural log)."""
-    from .testing.samples import compressed_mask  # the canonical compressed masks
+def check_alibi(op, alibi_slopes, n_heads, batch, device):
+    if alibi_slopes is None:
+        return None
+    if not isinstance(alibi_slopes, torch.Tensor):
+        raise V.type_error(op, "alibi_slopes", "None or a float32 tensor", type(alibi_slopes).__name__)
+    if alibi_slopes.dtype != torch.float32:
+        raise V.type_error(op, "alibi_slopes", "dtype float32", V.dtype_name(alibi_slopes.dtype))
+    if tuple(alibi_slopes.shape) not in ((n_heads,), (batch, n_heads)):
+        raise V.value_error(op, "alibi_slopes", f"shape (nheads,) = [{n_heads}] or (batch_size, nheads) = "
+                            f"[{batch}, {n_heads}]", V.quote(tuple(alibi_slopes.shape)))
+    if alibi_slopes.device != device:
+        raise V.value_error(op, "alibi_slopes", f"the device of q ({device})", alibi_slopes.device)
+    return alibi_slopes
 
-    n1, d = q.shape[1], q.shape[2]
-    if not 0.0 <= dropout_p < 1.0:
-        raise V.value_error(op, "dropout_p", "a value in [0, 1)", dropout_p)
-    if n1 % k.shape[1]:
-        raise V.value_error(op, "k", f"a head count dividing the {n1} query heads", k.shape[1])
-    left, right = _check_window(op, window_size, causal)
-    if alibi_slopes is not None:
-        if alibi_slopes.dtype != torch.float32:
-            raise V.type_error(op, "alibi_slopes", "dtype float32", V.dtype_name(alibi_slopes.dtype))
-        if tuple(alibi_slopes.shape) not in ((n1,), (len(seq_q), n1)):
-            raise V.value_error(op, "alibi_slopes", f"shape [{n1}] or [{len(seq_q)}, {n1}]",
-                                V.quote(tuple(alibi_slopes.shape)))
-    scale = softmax_scale if softmax_scale is not None else d ** -0.5
-    # Leading rows of each sequence that see no key (§8.2): t_b = max(0, S1 - S2 - right).
-    dropped = [s1 if s2 == 0 else (0 if right == -1 else min(s1, max(0, s1 - s2 - right)))
-               for s1, s2 in zip(seq_q, seq_k)]
-    kept_q = [s1 - t for s1, t in zip(seq_q, dropped)]
-    # Sequences that take part: some query row sees a key. With ALiBi, group them by the offset
-    # between query and key positions (one op call per group, §8.2).
-    active = [b for b, n in enumerate(kept_q) if n > 0]
-    offsets = {b: seq_k[b] - kept_q[b] for b in active}
-    groups = {}
-    for b in active:
-        groups.setdefault(offsets[b] if alibi_slopes is not None else 0, []).append(b)
-    out = q.new_zeros(q.shape)
-    lse = torch.full((q.shape[0], n1), -math.inf, dtype=torch.float32, device=q.device)
-    q_start = [0]
-    k_start = [0]
-    for s1, s2 in zip(seq_q, seq_k):
-        q_start.append(q_start[-1] + s1)
-        k_start.append(k_start[-1] + s2)
-    if left == -1 and right == -1:
-        mode, mask, pre, nxt = 0, None, INF_TOKENS, INF_TOKENS
-    elif left == -1 and right == 0:
-        mode, mask, pre, nxt = 3, compressed_mask(3).to(q.device), INF_TOKENS, INF_TOKENS
-    else:
-        mode, mask = 4, compressed_mask(4).to(q.device)
-        pre, nxt = (INF_TOKENS if left == -1 else left), (INF_TOKENS if right == -1 else right)
-    for delta, members in groups.items():
-        q_rows = torch.cat([torch.arange(q_start[b] + dropped[b], q_start[b + 1], device=q.device) for b in members])
-        k_rows = torch.cat([torch.arange(k_start[b], k_start[b + 1], device=q.device) for b in members])
-        lens_q = [kept_q[b] for b in members]
-        lens_k = [seq_k[b] for b in members]
-        kw = dict(scale_value=scale, sparse_mode=mode, atten_mask=mask, pre_tokens=pre, next_tokens=nxt,
-                  softmax_out_layout="same_as_input")
-        if alibi_slopes is not None:
-            slopes = alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[torch.tensor(members)]
-            kw.update(pse=slopes.contiguous(), pse_type=2, q_start_idx=[delta], kv_start_idx=[0])
-        if dropout_p > 0:
-            bits = n1 * sum(a * b for a, b in zip(lens_q, lens_k))
-            kw.update(drop_mask=_drop_mask_bits(bits, 1.0 - dropout_p, q.device), keep_prob=1.0 - dropout_p)
-        whole = len(members) == len(seq_q) and not any(dropped)
-        sub = lambda x, rows: x if whole else x.index_select(0, rows)
+
+def cu_list(op, name, cu):
+    """Host values of a cumulative length array with a leading 0 (tensor, list or tuple)."""
+    if isinstance(cu, torch.Tensor) and (cu.dim() != 1 or cu.dtype.is_floating_point or cu.dtype == torch.bool):
+        raise V.type_error(op, name, "a 1-D integer tensor (batch_size + 1,)",
+                           f"{V.dtype_name(cu.dtype)} tensor of shape {V.quote(tuple(cu.shape))}")
+    values = V.int_list(op, name, cu)
+    if len(values) < 2 or values[0] != 0 or any(a > b for a, b in zip(values, values[1:])):
+        raise V.value_error(op, name, "cumulative lengths (batch_size + 1,) starting at 0, non-decreasing "
+                            "(e.g. [0, 2, 5])", V.quote(values))
+    return values
+
+
+def _check_max(op, name, limit, lengths):
+    if isinstance(limit, bool) or not V._is_integer(limit):
+        raise V.type_error(op, name, "an int", type(limit).__name__)
+    if lengths and limit < max(lengths):
+        raise V.value_error(op, name, f"a value >= the longest sequence ({max(lengths)})", limit)
+
+
+# ----------------------------------------------------------------------------- dropout keep bits
+
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # splitmix64 finaliser constants as signed int64
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser on int64 tensors (wrapping multiply, logical right shifts)."""
+    x = x ^ ((x >> 30) & ((1 << 34) - 1))
+    x = x * _MIX1
+    x = x ^ ((x >> 27) & ((1 << 37) - 1))
+    x = x * _MIX2
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def dropout_keep(seed: int, seq: int, n_heads: int, rows: torch.Tensor, cols: torch.Tensor,
+                 keep_prob: float) -> torch.Tensor:
+    """Keep bits ``[n_heads, len(rows), len(cols)]`` (True = kept) of sequence ``seq``.
+
+    A pure function of ``(seed, seq, head, row, col)``: row/col are the query/key indices inside
+    the sequence (global positions for the ring layer), so every split of the work draws the
+    same bits. Bernoulli(keep_prob) with 24-bit resolution.
+    """
+    device = rows.device
+    start = (seed + seq * _GOLDEN + (1 << 63)) % (1 << 64) - (1 << 63)  # wrapped to int64
+    base = _mix(torch.tensor([start], dtype=torch.int64, device=device))
+    heads = _mix(base + torch.arange(n_heads, dtype=torch.int64, device=device) * _GOLDEN)
+    per_row = _mix(heads[:, None] + rows.to(torch.int64)[None, :] * _MIX2)
+    col_keys = cols.to(torch.int64)[None, :] * _GOLDEN
+    threshold = int(round(keep_prob * (1 << 24)))
+    keep = torch.empty((n_heads, rows.numel(), cols.numel()), dtype=torch.bool, device=device)
+    for h in range(n_heads):  # one head at a time: int64 temporaries of [rows, cols] only
+        x = _mix(per_row[h, :, None] + col_keys)
+        keep[h] = ((x >> 40) & ((1 << 24) - 1)) < threshold
+    return keep
+
+
+def _pack_bits(keep: torch.Tensor) -> torch.Tensor:
+    """Bool keep bits packed LSB-first into uint8 (the op's drop_mask layout, §6)."""
+    flat = keep.reshape(-1).to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8)
+    weights = (2 ** torch.arange(8, device=flat.device)).to(torch.uint8)
+    return (flat * weights).sum(-1, dtype=torch.uint8)
+
+
+def draw_seed() -> int:
+    """A dropout seed from torch's default generator."""
+    return int(torch.randint(0, 2 ** 62, (1,)).item())
+
+
+# ----------------------------------------------------------------------------- blocks
+
+class Segment(NamedTuple):
+    """Rows of one sequence inside a TND tensor."""
+    seq: int      # sequence index (ALiBi row, dropout stream)
+    row: int      # first row in the TND tensor
+    pos: int      # position of the first row (queries in key positions: i + S_k - S_q)
+    index: int    # index of the first row inside its sequence (dropout bits, S_dmask)
+    length: int
+
+
+class BlockCall(NamedTuple):
+    """One FA op call: gathered rows (None = the whole tensor in order), lengths, op arguments."""
+    q_rows: torch.Tensor | None
+    k_rows: torch.Tensor | None
+    seq_q: list
+    seq_k: list
+    kwargs: dict
+
+    def _take(self, x, rows):
+        return x if rows is None else x.index_select(0, rows)
+
+    def forward(self, q, k, v, scale):
+        """(out, softmax_max, softmax_sum) of the gathered rows, TND statistics [T, N, 8]."""
         from .torch_ops import flash_attention_varlen_score
-        o, smax, ssum = flash_attention_varlen_score(
-            sub(q, q_rows), sub(k, k_rows), sub(v, k_rows), n1, _cumsum(lens_q), _cumsum(lens_k), **kw)
-        group_lse = smax[..., 0] + torch.log(ssum[..., 0])
-        if whole:
-            out, lse = o, group_lse
+        return flash_attention_varlen_score(self._take(q, self.q_rows), self._take(k, self.k_rows),
+                                            self._take(v, self.k_rows), q.shape[1], self.seq_q, self.seq_k,
+                                            scale_value=scale, softmax_out_layout="same_as_input", **self.kwargs)
+
+    def backward(self, q, k, v, dout, out, mx, sm, scale):
+        """(dq, dk, dv) of the gathered rows given the FINAL statistics of the query rows."""
+        from .torch_ops import flash_attention_unpadding_score_grad
+        r = self.q_rows
+        dq, dk, dv, _ = flash_attention_unpadding_score_grad(
+            self._take(q, r), self._take(k, self.k_rows), self._take(v, self.k_rows), self._take(dout, r),
+            q.shape[1], self.seq_q, self.seq_k, self._take(mx, r), self._take(sm, r), self._take(out, r),
+            scale_value=scale, softmax_in_layout="same_as_input", **self.kwargs)
+        return dq, dk, dv
+
+
+def _ranges(starts_lengths, device, total):
+    """Row indices of concatenated ranges, or None if they are exactly ``range(total)``."""
+    expect = 0
+    for start, n in starts_lengths:
+        if start != expect:
+            break
+        expect += n
+    else:
+        if expect == total:
+            return None
+    pieces = [torch.arange(s, s + n, device=device) for s, n in starts_lengths]
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long, device=device)
+
+
+def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, dropout=None, device=None):
+    """FA op calls computing every (query segment, key segment) pair of ``pairs``.
+
+    ``window`` = (left, right) in positions (-1 = unbounded; causal = right 0): key position p_k
+    is kept for query position p_q iff ``-left <= p_k - p_q <= right``. ``alibi_slopes`` ``[N]`` or
+    ``[B, N]`` adds ``-slope * |p_k - p_q|``. ``dropout`` = (seed, keep_prob) or None. Each pair is
+    trimmed to the rows that see a key (empty pairs vanish); a query row occurs at most once per
+    call. Returns a list of :class:`BlockCall`.
+    """
+    left, right = window
+    groups: dict = {}
+    for qs, ks in pairs:
+        if qs.length == 0 or ks.length == 0:
+            continue
+        d0 = ks.pos - qs.pos  # p_k - p_q at i = j = 0
+        lo = -math.inf if left < 0 else -left - d0  # kept iff lo <= j - i <= hi
+        hi = math.inf if right < 0 else right - d0
+        i0, i1 = max(0, -hi), min(qs.length, ks.length - lo)
+        if i0 >= i1:
+            continue
+        i0, i1 = int(i0), int(i1)
+        j0, j1 = int(max(0, i0 + lo)), int(min(ks.length, i1 + hi))
+        s1, s2, shift = i1 - i0, j1 - j0, j0 - i0
+        lo, hi = lo - shift, hi - shift
+        delta = s2 - s1
+        if lo <= -(s1 - 1) and hi >= s2 - 1:
+            mode = (0, INF_TOKENS, INF_TOKENS)
+        elif lo <= -(s1 - 1) and hi == delta:
+            mode = (3, INF_TOKENS, INF_TOKENS)
         else:
-            out = out.index_copy(0, q_rows, o)
-            lse = lse.index_copy(0, q_rows, group_lse)
-    return out, lse
-
-
-def _cumsum(lengths):
-    total, out = 0, []
-    for n in lengths:
-        total += n
-        out.append(total)
+            mode = (4, int(min(INF_TOKENS, delta - lo)), int(min(INF_TOKENS, hi - delta)))
+        offset = (qs.pos + i0) - (ks.pos + j0) if alibi_slopes is not None else None
+        key = (mode, offset)
+        member = [qs.seq, qs.row + i0, s1, [(ks.row + j0, s2)], qs.index + i0, ks.index + j0]
+        calls = groups.setdefault(key, [{}])
+        mergeable = mode[0] == 0 and alibi_slopes is None and dropout is None
+        for members in calls:
+            same = members.get((member[1], s1))
+            if same is None:
+                members[(member[1], s1)] = member
+                break
+            if mergeable:  # full attention is position-free: one member with both key ranges
+                same[3].extend(member[3])
+                break
+        else:
+            calls.append({(member[1], s1): member})
+    out = []
+    for ((sparse, pre, nxt), offset), calls in groups.items():
+        for members in calls:
+            ms = list(members.values())
+            kw = dict(sparse_mode=sparse)
+            if sparse:
+                kw.update(atten_mask=_cached_mask(device), pre_tokens=pre, next_tokens=nxt)
+            if alibi_slopes is not None:
+                slopes = alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[[m[0] for m in ms]]
+                kw.update(pse=slopes.contiguous(), pse_type=2, q_start_idx=[offset], kv_start_idx=[0])
+            if dropout is not None:
+                seed, keep_prob = dropout
+                bits = [dropout_keep(seed, m[0], n_heads, torch.arange(m[4], m[4] + m[2], device=device),
+                                     torch.arange(m[5], m[5] + m[3][0][1], device=device), keep_prob).reshape(-1)
+                        for m in ms]
+                kw.update(drop_mask=_pack_bits(torch.cat(bits)), keep_prob=keep_prob)
+            seq_q, seq_k, tq, tk = [], [], 0, 0
+            for m in ms:
+                tq += m[2]
+                tk += sum(n for _, n in m[3])
+                seq_q.append(tq)
+                seq_k.append(tk)
+            q_rows = _ranges([(m[1], m[2]) for m in ms], device, total_q)
+            k_rows = _ranges([r for m in ms for r in m[3]], device, total_k)
+            out.append(BlockCall(q_rows, k_rows, seq_q, seq_k, kw))
     return out
 
 
-def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                           softmax_scale=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
-                           deterministic=False, return_attn_probs=False, block_table=None):
-    """flash-attn's varlen attention. q ``(total_q, N, D)``, k/v ``(total_k, Nkv, D)`` (or pages
-    ``(num_blocks, page_block_size, Nkv, D)`` with ``block_table (B, max_blocks)``, forward only);
-    ``cu_seqlens_*`` ``(B + 1,)`` with a leading 0. Returns out ``(total_q, N, D)``, or
-    ``(out, softmax_lse (N, total_q), None)`` with ``return_attn_probs``. ``deterministic`` has
-    no effect (the CPU path is always deterministic).
+_MASKS: dict = {}
+
+
+def _cached_mask(device):
+    key = str(device)
+    if key not in _MASKS:
+        from .testing.samples import compressed_mask
+        _MASKS[key] = compressed_mask(4).to(device)  # 3 and 4 share the 2048x2048 upper triangle
+    return _MASKS[key]
+
+
+def _pairs(seq_q, seq_k):
+    """flash-attn's bottom-right alignment: query i of sequence b sits at key position
+    i + S_k - S_q; one (query, key) segment pair per sequence."""
+    pairs, rq, rk = [], 0, 0
+    for b, (s1, s2) in enumerate(zip(seq_q, seq_k)):
+        pairs.append((Segment(b, rq, s2 - s1, 0, s1), Segment(b, rk, 0, 0, s2)))
+        rq += s1
+        rk += s2
+    return pairs
+
+
+# ----------------------------------------------------------------------------- dense float32 path
+
+def _dense_probs(qb, kb, *, scale, softcap, window, slopes, q_pos, k_pos):
+    """Softmax probabilities [N, R, C] (fp32) and LSE [N, R] of query rows ``qb`` [R, N, D] against
+    keys ``kb`` [C, Nkv, D] at positions ``q_pos`` / ``k_pos``. Rows with no key: P 0, LSE -inf."""
+    n = qb.shape[1]
+    kf = kb.float().repeat_interleave(n // kb.shape[1], dim=1)
+    s = torch.einsum("rhd,chd->hrc", qb.float(), kf) * scale
+    if softcap > 0:
+        s = torch.tanh(s / softcap) * softcap
+    rel = k_pos[None, :] - q_pos[:, None]  # [R, C]
+    keep = torch.ones_like(rel, dtype=torch.bool)
+    left, right = window
+    if left >= 0:
+        keep &= rel >= -left
+    if right >= 0:
+        keep &= rel <= right
+    if slopes is not None:
+        s = s - slopes.view(-1, 1, 1) * rel.abs().float()
+    s = s.masked_fill(~keep, -math.inf)
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)[..., None])
+    return p, lse
+
+
+def _dense_chunk(qb, kb, vb, q_pos, k_pos, rows, seq, opts):
+    """Attention of one chunk of query rows (checkpointed unit of the softcap path)."""
+    p, lse = _dense_probs(qb, kb, scale=opts["scale"], softcap=opts["softcap"], window=opts["window"],
+                          slopes=opts["slopes"][seq] if opts["slopes"] is not None else None, q_pos=q_pos, k_pos=k_pos)
+    if opts["dropout"] is not None:
+        seed, keep_prob = opts["dropout"]
+        keep = dropout_keep(seed, seq, p.shape[0], rows, torch.arange(kb.shape[0], device=kb.device), keep_prob)
+        p = p * keep / keep_prob
+    vf = vb.float().repeat_interleave(p.shape[0] // vb.shape[1], dim=1)
+    return torch.einsum("hrc,chd->rhd", p, vf), lse
+
+
+def _dense_attention(q, k, v, seq_q, seq_k, *, scale, softcap, window, alibi_slopes, dropout):
+    """Float32 torch attention per sequence (softcap path); (out [Tq, N, D], lse [Tq, N])."""
+    from torch.utils.checkpoint import checkpoint
+    n = q.shape[1]
+    slopes = None
+    if alibi_slopes is not None:
+        slopes = alibi_slopes.view(1, n).expand(len(seq_q), n) if alibi_slopes.dim() == 1 else alibi_slopes
+    opts = dict(scale=scale, softcap=softcap, window=window, slopes=slopes, dropout=dropout)
+    outs, lses, rq, rk = [], [], 0, 0
+    for b, (s1, s2) in enumerate(zip(seq_q, seq_k)):
+        kb, vb = k[rk:rk + s2], v[rk:rk + s2]
+        k_pos = torch.arange(s2, device=q.device)
+        for c in range(0, s1, SOFTCAP_CHUNK):
+            rows = torch.arange(c, min(s1, c + SOFTCAP_CHUNK), device=q.device)
+            o, lse = checkpoint(_dense_chunk, q[rq + c: rq + c + rows.numel()], kb, vb, rows + (s2 - s1), k_pos,
+                                rows, b, opts, use_reentrant=False)
+            outs.append(o)
+            lses.append(lse.t())
+        rq += s1
+        rk += s2
+    tail = q.shape[0] - rq
+    outs.append(q.new_zeros((tail,) + tuple(q.shape[1:]), dtype=torch.float32))
+    lses.append(torch.full((tail, n), -math.inf, device=q.device))
+    return torch.cat(outs).to(q.dtype), torch.cat(lses)
+
+
+def _s_dmask(q, k, seq_q, seq_k, max_q, max_k, *, scale, softcap, window, alibi_slopes, dropout):
+    """flash-attn's S_dmask: softmax probabilities (B, N, round128(max_q), round128(max_k)),
+    negated where dropout dropped the entry; masked and padding entries 0."""
+    n = q.shape[1]
+    rup = lambda x: -(-x // S_DMASK_ROUND) * S_DMASK_ROUND
+    out = torch.zeros(len(seq_q), n, rup(max_q), rup(max_k), dtype=q.dtype, device=q.device)
+    seed, keep_prob = dropout
+    rq = rk = 0
+    with torch.no_grad():
+        for b, (s1, s2) in enumerate(zip(seq_q, seq_k)):
+            slopes = None if alibi_slopes is None else (alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[b])
+            rows, cols = torch.arange(s1, device=q.device), torch.arange(s2, device=q.device)
+            p, _ = _dense_probs(q[rq:rq + s1], k[rk:rk + s2], scale=scale, softcap=softcap, window=window,
+                                slopes=slopes, q_pos=rows + (s2 - s1), k_pos=cols)
+            keep = dropout_keep(seed, b, n, rows, cols, keep_prob)
+            out[b, :, :s1, :s2] = torch.where(keep, p, -p).to(q.dtype)
+            rq += s1
+            rk += s2
+    return out
+
+
+# ----------------------------------------------------------------------------- core
+
+def _attention(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, window_size, softcap,
+               alibi_slopes, return_probs=False, max_q=0, max_k=0):
+    """TND attention of packed sequences (inputs already checked).
+
+    Returns ``(out [Tq, N, D], lse [Tq, N] natural log, S_dmask or None)``.
     """
-    op = FWD
-    cu_q = _cu_list(op, "cu_seqlens_q", cu_seqlens_q)
-    cu_k = _cu_list(op, "cu_seqlens_k", cu_seqlens_k)
+    window = window_pair(op, window_size, causal)
+    scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
+    dropout = (draw_seed(), 1.0 - float(dropout_p)) if dropout_p > 0 else None
+    if softcap > 0:
+        out, lse = _dense_attention(q, k, v, seq_q, seq_k, scale=scale, softcap=float(softcap), window=window,
+                                    alibi_slopes=alibi_slopes, dropout=dropout)
+    else:
+        calls = plan_blocks(_pairs(seq_q, seq_k), n_heads=q.shape[1], total_q=q.shape[0], total_k=k.shape[0],
+                            window=window, alibi_slopes=alibi_slopes, dropout=dropout, device=q.device)
+        out = q.new_zeros(q.shape)
+        lse = torch.full((q.shape[0], q.shape[1]), -math.inf, dtype=torch.float32, device=q.device)
+        for call in calls:
+            o, smax, ssum = call.forward(q, k, v, scale)
+            call_lse = smax[..., 0] + torch.log(ssum[..., 0])
+            if call.q_rows is None:
+                out, lse = o, call_lse
+            else:
+                out = out.index_copy(0, call.q_rows, o)
+                lse = lse.index_copy(0, call.q_rows, call_lse)
+    s_dmask = None
+    if return_probs and dropout is not None:
+        s_dmask = _s_dmask(q.detach(), k.detach(), seq_q, seq_k, max_q, max_k, scale=scale,
+                           softcap=max(float(softcap), 0.0), window=window, alibi_slopes=alibi_slopes,
+                           dropout=dropout)
+    return out, lse, s_dmask
+
+
+_QKV = dict(q="q", k="k", v="v")
+
+
+def _varlen(op, names, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
+            causal, window_size, softcap, alibi_slopes, return_attn_probs, block_table=None):
+    """flash_attn_varlen_func and its packed forms (``names``: how the caller spells q/k/v)."""
+    paged = block_table is not None
+    _check_tensor(op, names["q"], q, 3, "(total_q, nheads, headdim)")
+    if paged:
+        _check_tensor(op, names["k"], k, 4, "(num_blocks, page_block_size, nheads_k, headdim) with block_table")
+        _check_tensor(op, names["v"], v, 4, "(num_blocks, page_block_size, nheads_k, headdim) with block_table")
+    else:
+        _check_tensor(op, names["k"], k, 3, "(total_k, nheads_k, headdim)")
+        _check_tensor(op, names["v"], v, 3, "(total_k, nheads_k, headdim)")
+    _check_same(op, names, q, k, v)
+    _check_scalars(op, dropout_p, softmax_scale, softcap)
+    window_pair(op, window_size, causal)
+    cu_q = cu_list(op, "cu_seqlens_q", cu_seqlens_q)
+    cu_k = cu_list(op, "cu_seqlens_k", cu_seqlens_k)
     if len(cu_q) != len(cu_k):
-        raise V.value_error(op, "cu_seqlens_k", f"{len(cu_q)} entries like cu_seqlens_q", len(cu_k))
+        raise V.value_error(op, "cu_seqlens_k", f"batch_size + 1 = {len(cu_q)} entries like cu_seqlens_q",
+                            f"{len(cu_k)} entries")
     seq_q = [b - a for a, b in zip(cu_q, cu_q[1:])]
     seq_k = [b - a for a, b in zip(cu_k, cu_k[1:])]
-    for name, limit, lens in (("max_seqlen_q", max_seqlen_q, seq_q), ("max_seqlen_k", max_seqlen_k, seq_k)):
-        if lens and limit < max(lens):
-            raise V.value_error(op, name, f"a value >= the longest sequence ({max(lens)})", limit)
-    if block_table is not None:  # gather the pages of each sequence into TND (§8.2, forward only)
-        page = k.shape[1]
-        rows = [block_table[b, : -(-n // page)].long() for b, n in enumerate(seq_k)]
-        k = torch.cat([k[r].reshape(-1, *k.shape[2:])[:n] for r, n in zip(rows, seq_k)])
-        v = torch.cat([v[r].reshape(-1, *v.shape[2:])[:n] for r, n in zip(rows, seq_k)])
-    out, lse = _varlen(op, q, k, v, seq_q, seq_k, dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal,
-                       window_size=window_size, alibi_slopes=alibi_slopes)
+    if cu_q[-1] > q.shape[0]:
+        raise V.value_error(op, "cu_seqlens_q", f"a total length <= the {q.shape[0]} rows of {names['q']}", cu_q[-1])
+    if not paged and cu_k[-1] > k.shape[0]:
+        raise V.value_error(op, "cu_seqlens_k", f"a total length <= the {k.shape[0]} rows of {names['k']}", cu_k[-1])
+    _check_max(op, "max_seqlen_q", max_seqlen_q, seq_q)
+    _check_max(op, "max_seqlen_k", max_seqlen_k, seq_k)
+    alibi = check_alibi(op, alibi_slopes, q.shape[1], len(seq_q), q.device)
+    if paged:  # gather the pages of each sequence into TND (§8.2, forward only)
+        rows = _page_rows(op, block_table, k.shape[0], k.shape[1], [0] * len(seq_k), seq_k, "cu_seqlens_k")
+        k, v = k.flatten(0, 1).index_select(0, rows), v.flatten(0, 1).index_select(0, rows)
+    out, lse, s_dmask = _attention(op, q, k, v, seq_q, seq_k, dropout_p=dropout_p, softmax_scale=softmax_scale,
+                                   causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi,
+                                   return_probs=return_attn_probs, max_q=max_seqlen_q, max_k=max_seqlen_k)
     if return_attn_probs:
-        return out, lse.transpose(0, 1).contiguous(), None
+        return out, lse.transpose(0, 1).contiguous(), s_dmask
     return out
 
 
-def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
-                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
-    """flash-attn's batched attention. q ``(B, Sq, N, D)``, k/v ``(B, Sk, Nkv, D)``. Returns out
-    ``(B, Sq, N, D)``, or ``(out, softmax_lse (B, N, Sq), None)`` with ``return_attn_probs``."""
+def _batched(op, names, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+             return_attn_probs):
+    """flash_attn_func and its packed forms on (batch, seqlen, nheads, headdim) tensors."""
+    _check_tensor(op, names["q"], q, 4, "(batch_size, seqlen_q, nheads, headdim)")
+    _check_tensor(op, names["k"], k, 4, "(batch_size, seqlen_k, nheads_k, headdim)")
+    _check_tensor(op, names["v"], v, 4, "(batch_size, seqlen_k, nheads_k, headdim)")
+    _check_same(op, names, q, k, v)
     batch, sq, n, d = q.shape
+    if k.shape[0] != batch:
+        raise V.value_error(op, names["k"], f"the batch size of {names['q']} ({batch})", k.shape[0])
+    _check_scalars(op, dropout_p, softmax_scale, softcap)
+    window_pair(op, window_size, causal)
+    alibi = check_alibi(op, alibi_slopes, n, batch, q.device)
     sk = k.shape[1]
-    out, lse = _varlen("flash_attn_func", q.reshape(batch * sq, n, d), k.reshape(batch * sk, *k.shape[2:]),
-                       v.reshape(batch * sk, *v.shape[2:]), [sq] * batch, [sk] * batch, dropout_p=dropout_p,
-                       softmax_scale=softmax_scale, causal=causal, window_size=window_size,
-                       alibi_slopes=alibi_slopes)
+    out, lse, s_dmask = _attention(op, q.reshape(batch * sq, n, d), k.reshape(batch * sk, *k.shape[2:]),
+                                   v.reshape(batch * sk, *v.shape[2:]), [sq] * batch, [sk] * batch,
+                                   dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal,
+                                   window_size=window_size, softcap=softcap, alibi_slopes=alibi,
+                                   return_probs=return_attn_probs, max_q=sq, max_k=sk)
     out = out.view(batch, sq, n, d)
     if return_attn_probs:
-        return out, lse.view(batch, sq, n).permute(0, 2, 1).contiguous(), None
+        return out, lse.view(batch, sq, n).permute(0, 2, 1).contiguous(), s_dmask
     return out
+
+
+def _page_rows(op, block_table, num_blocks, page, starts, ends, length_name):
+    """Rows of the flattened pages (num_blocks * page) holding positions [starts[b], ends[b]) of
+    each sequence, after checking block_table (RuntimeError if the table is too short)."""
+    if not isinstance(block_table, torch.Tensor) or block_table.dim() != 2 or block_table.dtype.is_floating_point:
+        raise V.type_error(op, "block_table", "a 2-D integer tensor (batch_size, max_num_blocks_per_seq)",
+                           repr(block_table) if not isinstance(block_table, torch.Tensor)
+                           else f"{V.dtype_name(block_table.dtype)} tensor of shape {V.quote(tuple(block_table.shape))}")
+    if block_table.shape[0] != len(ends):
+        raise V.value_error(op, "block_table", f"batch_size = {len(ends)} rows", block_table.shape[0])
+    capacity = block_table.shape[1] * page
+    for b, end in enumerate(ends):
+        if end > capacity:
+            raise RuntimeError(f"{op}: block_table only supports sequences of up to max_num_blocks_per_seq * "
+                               f"page_block_size = {block_table.shape[1]} * {page} = {capacity} tokens, but "
+                               f"sequence {b} needs {end} (from {length_name})")
+    table = block_table.detach().to("cpu", torch.int64)
+    used = [table[b, : -(-end // page)] for b, end in enumerate(ends)]
+    if used and any(u.numel() for u in used):
+        flat = torch.cat(used)
+        if int(flat.min()) < 0 or int(flat.max()) >= num_blocks:
+            raise V.value_error(op, "block_table", f"block indices in [0, num_blocks = {num_blocks}) for the used "
+                                "entries", f"values in [{int(flat.min())}, {int(flat.max())}]")
+    pieces = []
+    for b, (start, end) in enumerate(zip(starts, ends)):
+        pos = torch.arange(start, end)
+        pieces.append(table[b, pos // page] * page + pos % page)
+    rows = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64)
+    return rows.to(block_table.device)
+
+
+# ----------------------------------------------------------------------------- public functions
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                           deterministic=False, return_attn_probs=False, block_table=None):
+    """flash-attn's varlen attention. q ``(total_q, nheads, headdim)``, k/v ``(total_k, nheads_k,
+    headdim)`` (or pages ``(num_blocks, page_block_size, nheads_k, headdim)`` with ``block_table
+    (batch_size, max_num_blocks_per_seq)``, forward only); ``cu_seqlens_*`` ``(batch_size + 1,)``
+    with a leading 0. ``window_size`` (left, right) tuple, list or tensor; ``softcap > 0`` caps the
+    scaled scores; ``alibi_slopes`` fp32 ``(nheads,)`` or ``(batch_size, nheads)``.
+
+    Returns out ``(total_q, nheads, headdim)``, or with ``return_attn_probs``
+    ``(out, softmax_lse (nheads, total_q), S_dmask)``: ``S_dmask`` ``(batch_size, nheads,
+    round128(max_seqlen_q), round128(max_seqlen_k))`` softmax probabilities, negative where dropped,
+    when ``dropout_p > 0``, else None. ``deterministic`` has no effect (always deterministic).
+    """
+    return _varlen("flash_attn_varlen_func", _QKV, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                   dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs, block_table)
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """flash-attn's batched attention. q ``(batch_size, seqlen_q, nheads, headdim)``, k/v
+    ``(batch_size, seqlen_k, nheads_k, headdim)``. Returns out ``(batch_size, seqlen_q, nheads,
+    headdim)``, or ``(out, softmax_lse (batch_size, nheads, seqlen_q), S_dmask)`` with
+    ``return_attn_probs`` (S_dmask as in :func:`flash_attn_varlen_func`)."""
+    return _batched("flash_attn_func", _QKV, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                    alibi_slopes, return_attn_probs)
+
+
+def _unpack(op, name, packed, rank, count, form):
+    """Views of the ``count`` tensors stacked at dim ``rank - 3`` of a packed tensor."""
+    _check_tensor(op, name, packed, rank, form)
+    dim = rank - 3
+    if packed.shape[dim] != count:
+        raise V.value_error(op, name, f"{count} stacked tensors at dim {dim} {form}",
+                            f"shape {V.quote(tuple(packed.shape))}")
+    return packed.unbind(dim)
+
+
+def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                              softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """:func:`flash_attn_func` on qkv ``(batch_size, seqlen, 3, nheads, headdim)``."""
+    op = "flash_attn_qkvpacked_func"
+    q, k, v = _unpack(op, "qkv", qkv, 5, 3, "(batch_size, seqlen, 3, nheads, headdim)")
+    return _batched(op, dict(q="qkv", k="qkv", v="qkv"), q, k, v, dropout_p, softmax_scale, causal, window_size,
+                    softcap, alibi_slopes, return_attn_probs)
+
+
+def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                             softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """:func:`flash_attn_func` with kv ``(batch_size, seqlen_k, 2, nheads_k, headdim)``."""
+    op = "flash_attn_kvpacked_func"
+    k, v = _unpack(op, "kv", kv, 5, 2, "(batch_size, seqlen_k, 2, nheads_k, headdim)")
+    return _batched(op, dict(q="q", k="kv", v="kv"), q, k, v, dropout_p, softmax_scale, causal, window_size,
+                    softcap, alibi_slopes, return_attn_probs)
+
+
+def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, causal=False,
+                                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+                                     return_attn_probs=False):
+    """:func:`flash_attn_varlen_func` on qkv ``(total, 3, nheads, headdim)`` with one
+    ``cu_seqlens`` ``(batch_size + 1,)`` and ``max_seqlen``."""
+    op = "flash_attn_varlen_qkvpacked_func"
+    q, k, v = _unpack(op, "qkv", qkv, 4, 3, "(total, 3, nheads, headdim)")
+    try:
+        return _varlen(op, dict(q="qkv", k="qkv", v="qkv"), q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                       dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
+    except (ValueError, TypeError) as e:  # one length argument stands for both sides
+        raise type(e)(str(e).replace("cu_seqlens_q", "cu_seqlens").replace("cu_seqlens_k", "cu_seqlens")
+                      .replace("max_seqlen_q", "max_seqlen").replace("max_seqlen_k", "max_seqlen")) from None
+
+
+def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                                    softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """:func:`flash_attn_varlen_func` with kv ``(total_k, 2, nheads_k, headdim)``."""
+    op = "flash_attn_varlen_kvpacked_func"
+    k, v = _unpack(op, "kv", kv, 4, 2, "(total_k, 2, nheads_k, headdim)")
+    return _varlen(op, dict(q="q", k="kv", v="kv"), q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                   dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
 
 
 def _rotate(x, cos, sin, interleaved):
@@ -183,54 +646,124 @@ def _rotate(x, cos, sin, interleaved):
     return torch.cat([out.to(x.dtype), rest], dim=-1)
 
 
+def _per_batch(op, name, value, batch, default):
+    """(batch,) host ints of an int / tensor / list argument (``default`` when None)."""
+    if value is None:
+        return [default] * batch
+    if V._is_integer(value) and not isinstance(value, bool):
+        return [int(value)] * batch
+    values = V.int_list(op, name, value)
+    if len(values) != batch:
+        raise V.value_error(op, name, f"an int or (batch_size,) = {batch} values", f"{len(values)} values")
+    return values
+
+
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
-                            cache_seqlens=None, cache_batch_idx=None, block_table=None, softmax_scale=None,
-                            causal=False, window_size=(-1, -1), rotary_interleaved=True, alibi_slopes=None,
-                            num_splits=0):
+                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
+                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
     """flash-attn's decoding attention with an in-place KV cache update (§8.3). Forward only.
 
-    q ``(B, Sq, N, D)``; caches ``(B_cache, S_cache, Nkv, D)`` or pages
-    ``(num_blocks, page_block_size, Nkv, D)`` with ``block_table``; new ``k``/``v``
-    ``(B, S_new, Nkv, D)`` are written at ``cache_seqlens`` first (rotary applied to q and the new
-    k when ``rotary_cos``/``rotary_sin`` ``(S_ro, rotary_dim / 2)`` are given). Returns out
-    ``(B, Sq, N, D)``. Sq == 1 without ALiBi runs IncreFlashAttention, otherwise the varlen op.
+    q ``(batch_size, seqlen_q, nheads, headdim)``; caches ``(batch_size_cache, seqlen_cache,
+    nheads_k, headdim)`` or pages ``(num_blocks, page_block_size, nheads_k, headdim)`` with
+    ``block_table (batch_size, max_num_blocks_per_seq)``; new ``k``/``v`` ``(batch_size,
+    seqlen_new, nheads_k, headdim)`` are written at ``cache_seqlens`` first (rotary applied to q and
+    the new k when ``rotary_cos``/``rotary_sin`` ``(seqlen_ro, rotary_dim / 2)`` are given).
+    ``cache_leftpad (batch_size,)``: the valid keys of sequence b start at ``cache_leftpad[b]``.
+    Every argument is checked before the caches are written. Returns out ``(batch_size, seqlen_q,
+    nheads, headdim)``, and ``softmax_lse (batch_size, nheads, seqlen_q)`` with
+    ``return_softmax_lse``. Decode steps (seqlen_q 1, fp16/bf16, no ALiBi/softcap/LSE) run on
+    IncreFlashAttention, everything else on the varlen op.
     """
     op = "flash_attn_with_kvcache"
-    batch, sq, n, d = q.shape
     paged = block_table is not None
+    _check_tensor(op, "q", q, 4, "(batch_size, seqlen_q, nheads, headdim)")
+    form = "(num_blocks, page_block_size, nheads_k, headdim)" if paged else "(batch_size_cache, seqlen_cache, " \
+                                                                             "nheads_k, headdim)"
+    _check_tensor(op, "k_cache", k_cache, 4, form)
+    _check_tensor(op, "v_cache", v_cache, 4, form)
+    _check_same(op, dict(q="q", k="k_cache", v="v_cache"), q, k_cache, v_cache)
+    batch, sq, n, d = q.shape
+    if (k is None) != (v is None):
+        raise V.value_error(op, "v" if k is not None else "k", "a tensor whenever the other of k / v is given", "None")
+    s_new = 0
+    if k is not None:
+        for name, t in (("k", k), ("v", v)):
+            _check_tensor(op, name, t, 4, "(batch_size, seqlen_new, nheads_k, headdim)")
+        _check_same(op, dict(q="q", k="k", v="v"), q, k, v)
+        if k.shape[0] != batch or k.shape[2:] != k_cache.shape[2:]:
+            raise V.value_error(op, "k", f"shape (batch_size, seqlen_new, nheads_k, headdim) = [{batch}, seqlen_new, "
+                                f"{k_cache.shape[2]}, {d}]", V.quote(tuple(k.shape)))
+        s_new = k.shape[1]
+    _check_scalars(op, 0.0, softmax_scale, softcap)
+    left, right = window_pair(op, window_size, causal)
+    alibi = check_alibi(op, alibi_slopes, n, batch, q.device)
     page = k_cache.shape[1] if paged else None
-    s_new = 0 if k is None else k.shape[1]
-    if cache_seqlens is None:  # the whole cache is valid (§8.3)
-        if k is not None:
-            raise V.value_error(op, "cache_seqlens", "the cache lengths whenever new k / v are appended", "None")
-        base = [block_table.shape[1] * page if paged else k_cache.shape[1]] * batch
-    elif isinstance(cache_seqlens, int):
-        base = [cache_seqlens] * batch
-    else:
-        base = V.int_list(op, "cache_seqlens", cache_seqlens)
-    idx = list(range(batch)) if cache_batch_idx is None else V.int_list(op, "cache_batch_idx", cache_batch_idx)
+    if paged and cache_batch_idx is not None:
+        raise V.value_error(op, "cache_batch_idx", "None with a paged cache (block_table)", "a tensor")
+    if paged and cache_leftpad is not None:
+        raise V.value_error(op, "cache_leftpad", "None with a paged cache (block_table)", "a tensor")
+    if cache_seqlens is None and k is not None:
+        raise V.value_error(op, "cache_seqlens", "the cache lengths whenever new k / v are appended", "None")
+    full = (block_table.shape[1] * page if paged and isinstance(block_table, torch.Tensor) and block_table.dim() == 2
+            else k_cache.shape[1])
+    base = _per_batch(op, "cache_seqlens", cache_seqlens, batch, full)
+    if any(x < 0 for x in base):
+        raise V.value_error(op, "cache_seqlens", "values >= 0", V.quote(base))
+    idx = _per_batch(op, "cache_batch_idx", cache_batch_idx, batch, None)
+    if cache_batch_idx is None:
+        idx = list(range(batch))
+    elif any(not 0 <= i < k_cache.shape[0] for i in idx):
+        raise V.value_error(op, "cache_batch_idx", f"indices in [0, batch_size_cache = {k_cache.shape[0]})",
+                            V.quote(idx))
+    pad = _per_batch(op, "cache_leftpad", cache_leftpad, batch, 0)
+    if any(not 0 <= p <= b for p, b in zip(pad, base)):
+        raise V.value_error(op, "cache_leftpad", f"values in [0, cache_seqlens[b]] (cache_seqlens = {V.quote(base)})",
+                            V.quote(pad))
     lengths = [b + s_new for b in base]
-    left, right = _check_window(op, window_size, causal)
-
-    def position_rows(b, start, count):  # cache rows of positions [start, start+count) of batch b
-        if not paged:
-            return [(idx[b], p) for p in range(start, start + count)]
-        return [(int(block_table[b, p // page]), p % page) for p in range(start, start + count)]
-
+    if paged:
+        rows = _page_rows(op, block_table, k_cache.shape[0], page, pad, lengths, "cache_seqlens plus the new k")
+    elif max(lengths, default=0) > k_cache.shape[1]:
+        raise V.value_error(op, "cache_seqlens", f"cache_seqlens[b] + seqlen_new <= seqlen_cache = {k_cache.shape[1]}",
+                            f"cache_seqlens = {V.quote(base)}, seqlen_new = {s_new}")
+    if rotary_cos is not None or rotary_sin is not None:
+        for name, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 2 or 2 * t.shape[1] > d:
+                raise V.value_error(op, name, f"a (seqlen_ro, rotary_dim / 2) tensor with rotary_dim <= headdim = {d}",
+                                    V.quote(tuple(t.shape)) if isinstance(t, torch.Tensor) else repr(t))
+        if rotary_sin.shape != rotary_cos.shape:
+            raise V.value_error(op, "rotary_sin", f"the shape of rotary_cos {V.quote(tuple(rotary_cos.shape))}",
+                                V.quote(tuple(rotary_sin.shape)))
+        need = max(b + max(sq if (causal or left != -1 or right != -1) else 1, s_new) for b in base) if base else 0
+        if need > rotary_cos.shape[0]:
+            raise V.value_error(op, "rotary_cos", f"seqlen_ro >= the largest rotated position + 1 ({need})",
+                                rotary_cos.shape[0])
+    # ---- everything checked: from here on the caches may be written
     if rotary_cos is not None:
-        pos_q = torch.stack([torch.arange(base[b], base[b] + sq) if (causal or left != -1 or right != -1)
-                             else torch.full((sq,), base[b]) for b in range(batch)]).to(q.device)
+        windowed = causal or left != -1 or right != -1
+        pos_q = torch.stack([torch.arange(b, b + sq) if windowed else torch.full((sq,), b) for b in base]).to(q.device)
         q = _rotate(q, rotary_cos[pos_q], rotary_sin[pos_q], rotary_interleaved)
         if k is not None:
-            pos_k = torch.stack([torch.arange(base[b], base[b] + s_new) for b in range(batch)]).to(q.device)
+            pos_k = torch.stack([torch.arange(b, b + s_new) for b in base]).to(q.device)
             k = _rotate(k, rotary_cos[pos_k], rotary_sin[pos_k], rotary_interleaved)
+    if paged:  # flattened page rows of positions [pad, L) per sequence, the new ones last
+        counts = [L - p for L, p in zip(lengths, pad)]
+        new_rows = torch.cat([rows[sum(counts[:b]) + counts[b] - s_new: sum(counts[:b + 1])] for b in range(batch)])
+    else:
+        width = k_cache.shape[1]
+
+        def cache_rows(starts, ends):  # flattened (batch_cache * seqlen_cache) rows
+            pieces = [torch.arange(a, e, device=q.device) + i * width for i, a, e in zip(idx, starts, ends)]
+            return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64, device=q.device)
+
+        new_rows = cache_rows(base, lengths)
+        rows = cache_rows(pad, lengths)
     if k is not None:  # in-place append (flash-attn mutates the caches)
-        for b in range(batch):
-            for t, (row, p) in enumerate(position_rows(b, base[b], s_new)):
-                k_cache[row, p] = k[b, t]
-                v_cache[row, p] = v[b, t]
+        k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, new_rows, k.reshape(-1, *k.shape[2:]))
+        v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, new_rows, v.reshape(-1, *v.shape[2:]))
     ifa_pages = not paged or (page % 16 == 0 and page <= 512)  # IncreFlashAttention's page limits
-    use_ifa = sq == 1 and alibi_slopes is None and q.dtype in (torch.float16, torch.bfloat16) and ifa_pages
+    use_ifa = (sq == 1 and alibi is None and softcap <= 0 and not return_softmax_lse and ifa_pages
+               and q.dtype in (torch.float16, torch.bfloat16))
     if use_ifa:
         from .torch_ops import incre_flash_attention
         kw = dict(num_heads=n, num_key_value_heads=k_cache.shape[2], input_layout="BSND",
@@ -241,21 +774,20 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             width = block_table.shape[1] * page
         elif cache_batch_idx is not None:  # the tensor-list form: views of the selected caches
             kv = ([k_cache[i:i + 1] for i in idx], [v_cache[i:i + 1] for i in idx])
-            width = k_cache.shape[1]
         else:
-            kv, width = (k_cache, v_cache), k_cache.shape[1]
-        if left != -1:  # left window: mask positions j < L - 1 - left
+            kv = (k_cache, v_cache)
+        if left != -1 or any(pad):  # masked positions j < max(pad, L - 1 - left)
             j = torch.arange(width, device=q.device)
-            kw["atten_mask"] = torch.stack([j < L - 1 - left for L in lengths]).view(batch, 1, 1, width)
+            first = [max(p, L - 1 - left if left != -1 else 0) for p, L in zip(pad, lengths)]
+            kw["atten_mask"] = torch.stack([j < f for f in first]).view(batch, 1, 1, width)
         return incre_flash_attention(q, kv[0], kv[1], **kw)
-    # Longer queries, fp32 or ALiBi: gather the first L_b cached rows into TND (§8.3).
-    def gather(cache):
-        rows = []
-        for b in range(batch):
-            pairs = position_rows(b, 0, lengths[b])
-            rows.append(torch.stack([cache[r, p] for r, p in pairs]) if pairs else cache.new_zeros(0, *cache.shape[2:]))
-        return torch.cat(rows)
-    out, _ = _varlen(op, q.reshape(batch * sq, n, d), gather(k_cache), gather(v_cache), [sq] * batch, lengths,
-                     dropout_p=0.0, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
-                     alibi_slopes=alibi_slopes)
-    return out.view(batch, sq, n, d)
+    # Longer queries, fp32, ALiBi, softcap or LSE: the valid rows gathered into TND (§8.3).
+    keys = k_cache.view(-1, *k_cache.shape[2:]).index_select(0, rows)
+    values = v_cache.view(-1, *v_cache.shape[2:]).index_select(0, rows)
+    out, lse, _ = _attention(op, q.reshape(batch * sq, n, d), keys, values, [sq] * batch,
+                             [L - p for L, p in zip(lengths, pad)], dropout_p=0.0, softmax_scale=softmax_scale,
+                             causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi)
+    out = out.view(batch, sq, n, d)
+    if return_softmax_lse:
+        return out, lse.view(batch, sq, n).permute(0, 2, 1).contiguous()
+    return out

@@ -1,4 +1,4 @@
-"""Ring (context-parallel) attention over ``torch.distributed``: ``ring_flash_attn_varlen_func``.
+"""Ring (context-parallel) attention over ``torch.distributed`` with ring-flash-attention's API.
 
 Every rank of the process group keeps its shard of the queries; the key/value shards travel
 around the ring (rank ``r`` sends to ``r + 1`` and receives from ``r - 1``, batched point-to-point
@@ -6,44 +6,44 @@ ops ``dist.P2POp`` + ``dist.batch_isend_irecv``). The next exchange is posted be
 block is computed, so communication overlaps computation. Nothing is backend specific beyond the
 process group: gloo (CPU tensors), nccl (CUDA tensors) and hccl (NPU tensors) all work.
 
-Building blocks (``semantics.md`` §8.4):
+Functions (ring-flash-attention's names, arguments and returns):
 
-* partials: :func:`ascend_attn.flash_attention_varlen_score` (TND, softmax statistics in TND
-  layout), bottom-right causal = ``sparse_mode=3`` with the canonical compressed mask;
-* merging: :func:`ascend_attn.ring_attention_update` (TND layout when ``D % 64 == 0``, otherwise
-  the same data viewed as SBH ``[T, 1, N*D]`` with statistics ``[1, N, T, 8]``), accumulating the
-  output in float32 and rounding once at the end. Empty partials (rows that saw no key) get weight
-  0 without NaN (their max is replaced by the other side's max and their sum by 0); rows that saw
-  no key anywhere give out 0 and LSE ``-inf``;
-* backward: :func:`ascend_attn.flash_attention_unpadding_score_grad` per block, given the FINAL
-  merged statistics and output (so each block's P is the global probability). ``dq`` accumulates
-  locally; ``dk``/``dv`` travel around the ring with their K/V block (float32 accumulators) and
-  arrive back at the block's owner after ``world`` hops.
+* :func:`ring_flash_attn_varlen_func` — **contiguous** shards: rank ``r`` holds the ``r``-th
+  contiguous piece of every packed sequence (ring-flash-attention: ``seq.chunk(world)[r]``, local
+  ``cu_seqlens = global // world``). Pieces may differ in length between ranks (the ranks exchange
+  their ``cu_seqlens`` once per call; every rank lists the same sequences). Causal: key blocks of
+  later ranks are skipped, the own block is causal, earlier blocks are full (as
+  ring-flash-attention; rank ``r`` does ``r + 1`` of ``world`` blocks).
+* :func:`zigzag_ring_flash_attn_varlen_func` — **zigzag** shards: each sequence of global length
+  ``L`` (``L % (2 * world) == 0``) is cut into ``2 * world`` chunks and rank ``r`` holds chunk
+  ``r`` followed by chunk ``2*world - 1 - r``, so every rank has the same local ``cu_seqlens``
+  (checked) and the same causal work at every step (:func:`zigzag_shard` / :func:`zigzag_unshard`).
+* :func:`ring_flash_attn_func` / :func:`zigzag_ring_flash_attn_func` — the same on
+  ``(batch, seqlen_local, nheads, headdim)`` tensors (each batch row one sequence split along
+  ``seqlen``); the LSE is ``(batch, nheads, seqlen_local)``.
 
-Split rule (what each rank holds; ``cu_seqlens`` passed to the function describes the LOCAL
-shard, cumulative with a leading 0, as in flash-attn):
+Semantics are those of flash-attn on the full (unsharded) sequences, self-attention: ``causal``,
+``window_size`` (left, right) and ``alibi_slopes`` (``(nheads,)`` or ``(batch, nheads)``,
+``-slope * |i - j|``) act on GLOBAL positions, and dropout keep bits are the hash
+:func:`ascend_attn.flash_attn_interface.dropout_keep` of (seed, sequence, head, global query
+position, global key position), the seed drawn on rank 0 of the group from torch's default
+generator and broadcast: a ring run equals ``flash_attn_varlen_func`` on the full sequences under
+the same ``torch.manual_seed``.
 
-* ``causal=False``: any split. Rank ``r`` may hold any subset of the rows of every sequence
-  (contiguous or zigzag), local lengths may differ between ranks (the ranks exchange their
-  ``cu_seqlens`` once per call); every rank must list the same number of sequences.
-* ``causal=True``: the load-balanced **zigzag** split. Each packed sequence of global length
-  ``L`` (``L % (2 * world) == 0``) is cut into ``2 * world`` equal chunks of ``c = L / (2*world)``
-  rows; rank ``r`` holds chunk ``r`` followed by chunk ``2*world - 1 - r`` (``2c`` rows), and the
-  local shards of the sequences are packed in sequence order. Every rank therefore has the same
-  local ``cu_seqlens`` (``L_b / world`` per sequence); this is checked. With it, ring step ``s``
-  (K/V from rank ``src = (r - s) % world``) is: ``s = 0``: causal attention of the local shard on
-  itself; ``src < r``: all local queries against the FRONT chunk of every K/V sequence (the back
-  chunk lies entirely in the future and is skipped); ``src > r``: only the BACK query chunk of
-  every sequence against the whole K/V shard (the front query chunk sees nothing and is not
-  merged). Every rank does the same amount of work at every step.
-  :func:`zigzag_shard` / :func:`zigzag_unshard` convert packed TND tensors (and the LSE, with
-  ``dim=1``) between the global and the zigzag layout. With ``world == 1`` the whole sequence is
-  local and any length is accepted.
+Building blocks (``docs/semantics.md`` §8.4): each ring step's (query segment, key segment) pairs are
+planned by :func:`ascend_attn.flash_attn_interface.plan_blocks` (trimmed to rows that see a key,
+mapped onto :func:`ascend_attn.flash_attention_varlen_score`, blocks entirely in the future or
+outside the window skipped); partials merge through :func:`ascend_attn.ring_attention_update`
+(TND layout when ``D % 64 == 0``, otherwise the same data viewed as SBH ``[T, 1, N*D]``),
+accumulating the output in float32 and rounding once at the end. Empty partials get weight 0
+without NaN; rows that saw no key anywhere give out 0 and LSE ``-inf``. Backward:
+:func:`ascend_attn.flash_attention_unpadding_score_grad` per block with the FINAL merged
+statistics and output; ``dq`` accumulates locally, ``dk``/``dv`` travel around the ring with their
+K/V block (float32 accumulators) and arrive back at the block's owner after ``world`` hops.
 
-Supported: causal and non-causal, ``window_size=(-1, -1)``, GQA (``N % Nkv == 0``), float16,
-bfloat16 and float32, ``return_attn_probs`` (``(out, lse [N, total_q_local], None)``, natural-log
-LSE), ``deterministic`` (no effect: the reduction order is fixed). Not supported (``ValueError``):
-other windows, ``alibi_slopes``, ``dropout_p > 0``.
+``deterministic`` has no effect (the reduction order is fixed). ``return_attn_probs`` returns
+``(out, lse, None)`` (natural-log LSE ``(nheads, total_q_local)`` for varlen). Without an
+initialized ``torch.distributed`` and ``group=None`` a call is single-process attention.
 """
 from __future__ import annotations
 
@@ -54,7 +54,13 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["ring_flash_attn_varlen_func", "zigzag_shard", "zigzag_unshard"]
+from . import flash_attn_interface as FA
+
+__all__ = ["ring_flash_attn_varlen_func", "zigzag_ring_flash_attn_varlen_func", "ring_flash_attn_func",
+           "zigzag_ring_flash_attn_func", "ring_flash_attn_varlen_qkvpacked_func",
+           "ring_flash_attn_varlen_kvpacked_func", "zigzag_ring_flash_attn_varlen_qkvpacked_func",
+           "zigzag_ring_flash_attn_varlen_kvpacked_func", "zigzag_shard", "zigzag_unshard", "contiguous_shard",
+           "contiguous_unshard"]
 
 OP = "ring_flash_attn_varlen_func"
 FLT_MAX = 3.4028234663852886e38
@@ -96,6 +102,28 @@ def _lengths(cu: Sequence[int]) -> list[int]:
 
 # ----------------------------------------------------------------------------- zigzag split
 
+def _split_lengths(op, cu_seqlens, world, pieces, rank=None, x=None, dim=0):
+    """Global lengths of a shard helper's ``cu_seqlens`` after its checks: ``rank``/``world``
+    valid, every length divisible by ``pieces`` and (with ``x``) the rows present."""
+    cu = _cu_list(cu_seqlens, op=op)
+    if not (isinstance(world, int) and world >= 1 and (rank is None or isinstance(rank, int) and 0 <= rank < world)):
+        raise _value_error("rank/world", "0 <= rank < world", (rank, world), op)
+    lens = _lengths(cu)
+    if any(L % pieces for L in lens):
+        name = "world" if pieces == world else "2 * world"
+        raise _value_error("cu_seqlens", f"sequence lengths divisible by {name} = {pieces}", lens, op)
+    if x is not None and cu[-1] > x.shape[dim]:
+        raise _value_error("cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1], op)
+    return cu, lens
+
+
+def _shard_count(op, shards, world):
+    world = len(shards) if world is None else world
+    if len(shards) != world or world < 1:
+        raise _value_error("shards", f"one shard per rank ({world})", len(shards), op)
+    return world
+
+
 def zigzag_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: int = 0):
     """Rank ``rank``'s zigzag shard of a packed tensor (rows along ``dim``, default TND ``dim=0``).
 
@@ -105,15 +133,7 @@ def zigzag_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: int = 
     Returns ``(shard, local_cu_seqlens)``; ``local_cu_seqlens`` is an int32 tensor on ``x.device``
     (lengths ``L_b / world``), the same on every rank.
     """
-    op = "zigzag_shard"
-    cu = _cu_list(cu_seqlens, op=op)
-    if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
-        raise _value_error("rank/world", "0 <= rank < world", (rank, world), op)
-    lens = _lengths(cu)
-    if any(L % (2 * world) for L in lens):
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by 2 * world = {2 * world}", lens, op)
-    if cu[-1] > x.shape[dim]:
-        raise _value_error("cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1], op)
+    cu, lens = _split_lengths("zigzag_shard", cu_seqlens, world, 2 * world, rank, x, dim)
     pieces = []
     for start, L in zip(cu, lens):
         c = L // (2 * world)
@@ -132,13 +152,8 @@ def zigzag_unshard(shards: Sequence[torch.Tensor], cu_seqlens, world: int | None
     ``cu_seqlens[-1]`` rows along ``dim``.
     """
     op = "zigzag_unshard"
-    cu = _cu_list(cu_seqlens, op=op)
-    world = len(shards) if world is None else world
-    if len(shards) != world or world < 1:
-        raise _value_error("shards", f"one shard per rank ({world})", len(shards), op)
-    lens = _lengths(cu)
-    if any(L % (2 * world) for L in lens):
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by 2 * world = {2 * world}", lens, op)
+    world = _shard_count(op, shards, world)
+    cu, lens = _split_lengths(op, cu_seqlens, world, 2 * world)
     local_total = sum(L // world for L in lens)
     for s in shards:
         if s.shape[dim] != local_total:
@@ -156,6 +171,28 @@ def zigzag_unshard(shards: Sequence[torch.Tensor], cu_seqlens, world: int | None
     if not pieces:
         return shards[0].narrow(dim, 0, 0)
     return torch.cat(pieces, dim=dim)
+
+
+def contiguous_shard(x: torch.Tensor, cu_seqlens, rank: int, world: int, dim: int = 0):
+    """Rank ``rank``'s contiguous shard of a packed tensor (rows along ``dim``): the ``rank``-th of
+    ``world`` equal pieces of every sequence of ``cu_seqlens`` (global, leading 0; lengths divisible
+    by ``world``). Returns ``(shard, local_cu_seqlens)`` (int32 tensor, ``global // world``)."""
+    cu, lens = _split_lengths("contiguous_shard", cu_seqlens, world, world, rank, x, dim)
+    pieces = [x.narrow(dim, start + rank * (L // world), L // world) for start, L in zip(cu, lens)]
+    local = [c // world for c in cu]
+    shard = torch.cat(pieces, dim=dim) if pieces else x.narrow(dim, 0, 0)
+    return shard, torch.tensor(local, dtype=torch.int32, device=x.device)
+
+
+def contiguous_unshard(shards: Sequence[torch.Tensor], cu_seqlens, world: int | None = None, dim: int = 0):
+    """Inverse of :func:`contiguous_shard` (``cu_seqlens`` global)."""
+    op = "contiguous_unshard"
+    world = _shard_count(op, shards, world)
+    cu, lens = _split_lengths(op, cu_seqlens, world, world)
+    pieces = []
+    for start, L in zip(cu, lens):
+        pieces.extend(s.narrow(dim, start // world, L // world) for s in shards)
+    return torch.cat(pieces, dim=dim) if pieces else shards[0].narrow(dim, 0, 0)
 
 
 # ----------------------------------------------------------------------------- communication
@@ -187,7 +224,7 @@ class _Ring:
                dist.P2POp(dist.irecv, recv, self.prev, self.group, tag)]
         return dist.batch_isend_irecv(ops)
 
-    def all_cu(self, cu: list[int], device) -> list[list[int]]:
+    def all_cu(self, cu: list[int], device, op=OP, arg="cu_seqlens") -> list[list[int]]:
         """Every rank's local cu_seqlens (two small all_gathers)."""
         if self.world == 1:
             return [cu]
@@ -196,12 +233,20 @@ class _Ring:
         dist.all_gather(ns, n, group=self.group)
         counts = [int(x.item()) for x in ns]
         if len(set(counts)) != 1:
-            raise _value_error("cu_seqlens", "the same number of sequences on every rank",
-                               f"{[c - 1 for c in counts]} sequences per rank")
+            raise _value_error(arg, "the same number of sequences on every rank",
+                               f"{[c - 1 for c in counts]} sequences per rank", op)
         t = torch.tensor(cu, dtype=torch.int64, device=device)
         ts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(ts, t, group=self.group)
         return [[int(v) for v in x.tolist()] for x in ts]
+
+
+    def seed(self, device) -> int:
+        """A dropout seed drawn on rank 0 of the group and shared by every rank."""
+        value = torch.tensor([FA.draw_seed()], dtype=torch.int64, device=device)
+        if self.world > 1:
+            dist.broadcast(value, src=self._global(0), group=self.group)
+        return int(value.item())
 
 
 def _wait(reqs):
@@ -209,35 +254,8 @@ def _wait(reqs):
         r.wait()
 
 
-# ----------------------------------------------------------------------------- blocks
 
-_MASKS: dict = {}
-
-
-def _causal_mask(device):
-    key = str(device)
-    if key not in _MASKS:
-        from .testing.samples import compressed_mask
-        _MASKS[key] = compressed_mask(3).to(device)
-    return _MASKS[key]
-
-
-def _fa(q, k, v, seq_q, seq_kv, scale, causal):
-    """One partial: (out, max, sum) with TND statistics [T, N, 8]."""
-    from .torch_ops import flash_attention_varlen_score
-    kwargs = dict(atten_mask=_causal_mask(q.device), sparse_mode=3) if causal else {}
-    return flash_attention_varlen_score(q, k, v, q.shape[1], seq_q, seq_kv, scale_value=scale,
-                                        softmax_out_layout="same_as_input", **kwargs)
-
-
-def _fa_grad(q, k, v, dy, seq_q, seq_kv, mx, sm, out, scale, causal):
-    from .torch_ops import flash_attention_unpadding_score_grad
-    kwargs = dict(atten_mask=_causal_mask(q.device), sparse_mode=3) if causal else {}
-    dq, dk, dv, _ = flash_attention_unpadding_score_grad(q, k, v, dy, q.shape[1], seq_q, seq_kv, mx, sm, out,
-                                                         scale_value=scale, softmax_in_layout="same_as_input",
-                                                         **kwargs)
-    return dq, dk, dv
-
+# ----------------------------------------------------------------------------- merging partials
 
 def _rau(po, pm, ps, co, cm, cs):
     """RingAttentionUpdate on TND data [T, N, D] / [T, N, 8] (SBH view when D % 64 != 0)."""
@@ -287,58 +305,73 @@ def _merge(acc, part):
     return o, m, s
 
 
-class _Halves:
-    """Row indices of the front / back zigzag chunk of every local sequence."""
 
-    def __init__(self, cu, device):
-        front, back, half = [], [], [0]
-        for start, L in zip(cu, _lengths(cu)):
-            c = L // 2
-            front.append(torch.arange(start, start + c))
-            back.append(torch.arange(start + c, start + L))
-            half.append(half[-1] + c)
-        self.front = torch.cat(front).to(device)
-        self.back = torch.cat(back).to(device)
-        self.seq = half[1:]  # FA convention: cumulative, no leading 0
+# ----------------------------------------------------------------------------- shards as segments
+
+def _segments(layout, all_cu, world):
+    """Per rank, the :class:`~ascend_attn.flash_attn_interface.Segment` list of its local rows:
+    positions are global positions inside each sequence (self-attention: queries and keys share
+    them)."""
+    out = []
+    for r in range(world):
+        cu = all_cu[r]
+        segs = []
+        for b in range(len(cu) - 1):
+            row, n = cu[b], cu[b + 1] - cu[b]
+            if layout == "zigzag" and world > 1:
+                c = n // 2
+                segs.append(FA.Segment(b, row, r * c, r * c, c))
+                segs.append(FA.Segment(b, row + c, (2 * world - 1 - r) * c, (2 * world - 1 - r) * c, c))
+            else:  # contiguous: after the pieces of the lower ranks
+                pos = sum(all_cu[p][b + 1] - all_cu[p][b] for p in range(r))
+                segs.append(FA.Segment(b, row, pos, pos, n))
+        out.append(segs)
+    return out
+
+
+class _Plan:
+    """What every ring step computes: the block calls of (local queries, K/V block of ``src``)."""
+
+    def __init__(self, q, all_cu, layout, ring, window, alibi_slopes, dropout):
+        self.segs = _segments(layout, all_cu, ring.world)
+        self.rank, self.world = ring.rank, ring.world
+        self.n_heads, self.total_q, self.device = q.shape[1], q.shape[0], q.device
+        self.all_cu, self.window, self.alibi, self.dropout = all_cu, window, alibi_slopes, dropout
+
+    def calls(self, src):
+        pairs = [(qs, ks) for qs in self.segs[self.rank] for ks in self.segs[src] if qs.seq == ks.seq]
+        return FA.plan_blocks(pairs, n_heads=self.n_heads, total_q=self.total_q, total_k=self.all_cu[src][-1],
+                              window=self.window, alibi_slopes=self.alibi, dropout=self.dropout, device=self.device)
 
 
 # ----------------------------------------------------------------------------- forward / backward
 
-def _ring_forward(q, k, v, cu, all_cu, scale, causal, ring):
-    T, N, D = q.shape
-    Nkv = k.shape[1]
-    n = cu[-1]
-    seq = cu[1:]
-    rank, world = ring.rank, ring.world
-    halves = _Halves(cu, q.device) if causal and world > 1 else None
+def _empty_acc(q):
+    T, N, _ = q.shape
+    return (torch.zeros(q.shape, dtype=torch.float32, device=q.device),
+            torch.full((T, N, 8), -FLT_MAX, device=q.device), torch.full((T, N, 8), FLT_MAX, device=q.device))
+
+
+def _ring_forward(q, k, v, plan, scale, ring):
+    n = plan.all_cu[ring.rank][-1]
+    Nkv, D = k.shape[1], k.shape[2]
     kv = torch.stack([k[:n], v[:n]])  # [2, n, Nkv, D]: the block that travels
-    acc = None
-    for step in range(world):
-        src = (rank - step) % world
+    acc = _empty_acc(q)
+    for step in range(ring.world):
+        src = (ring.rank - step) % ring.world
         reqs = nxt = None
-        if step + 1 < world:  # post the next exchange before computing on this block
-            nxt = kv.new_empty((2, all_cu[(rank - step - 1) % world][-1], Nkv, D))
+        if step + 1 < ring.world:  # post the next exchange before computing on this block
+            nxt = kv.new_empty((2, plan.all_cu[(ring.rank - step - 1) % ring.world][-1], Nkv, D))
             reqs = ring.exchange(kv, nxt, _KV_TAG)
-        kb, vb = kv[0], kv[1]
-        rows = None
-        if not causal:
-            part = _fa(q, kb, vb, seq, all_cu[src][1:], scale, False)
-        elif step == 0:
-            part = _fa(q, kb, vb, seq, seq, scale, True)
-        elif src < rank:  # K/V front chunks are in the past of every local query; back chunks skipped
-            part = _fa(q, kb.index_select(0, halves.front), vb.index_select(0, halves.front), seq, halves.seq,
-                       scale, False)
-        else:  # only the back query chunks see this K/V (entirely in their past)
-            rows = halves.back
-            part = _fa(q.index_select(0, rows), kb, vb, halves.seq, seq, scale, False)
-        if acc is None:
-            acc = (part[0].to(torch.float32), part[1], part[2])
-        elif rows is None:
-            acc = _merge(acc, part)
-        elif rows.numel():
-            sub = _merge(tuple(a.index_select(0, rows) for a in acc), part)
-            for a, x in zip(acc, sub):
-                a.index_copy_(0, rows, x)
+        for call in plan.calls(src):
+            part = call.forward(q, kv[0], kv[1], scale)
+            rows = call.q_rows
+            if rows is None:
+                acc = _merge(acc, part)
+            elif rows.numel():
+                sub = _merge(tuple(a.index_select(0, rows) for a in acc), part)
+                for a, x in zip(acc, sub):
+                    a.index_copy_(0, rows, x)
         _wait(reqs)
         if nxt is not None:
             kv = nxt
@@ -352,61 +385,44 @@ def _ring_forward(q, k, v, cu, all_cu, scale, causal, ring):
     return out, lse.t().contiguous(), mx.contiguous(), sm.contiguous()
 
 
-def _ring_backward(dout, q, k, v, out, mx, sm, cu, all_cu, scale, causal, ring):
-    T, N, D = q.shape
-    Nkv = k.shape[1]
-    n = cu[-1]
-    seq = cu[1:]
-    rank, world = ring.rank, ring.world
-    halves = _Halves(cu, q.device) if causal and world > 1 else None
+def _ring_backward(dout, q, k, v, out, mx, sm, plan, scale, ring):
+    n = plan.all_cu[ring.rank][-1]
+    Nkv, D = k.shape[1], k.shape[2]
     f32 = torch.float32
-    dq = torch.zeros((T, N, D), dtype=f32, device=q.device)
+    dq = torch.zeros(q.shape, dtype=f32, device=q.device)
     kv = torch.stack([k[:n], v[:n]])
     dkv_reqs = dkv_recv = None
-    for step in range(world):
-        src = (rank - step) % world
+    for step in range(ring.world):
+        src = (ring.rank - step) % ring.world
         reqs = nxt = None
-        if step + 1 < world:
-            nxt = kv.new_empty((2, all_cu[(rank - step - 1) % world][-1], Nkv, D))
+        if step + 1 < ring.world:
+            nxt = kv.new_empty((2, plan.all_cu[(ring.rank - step - 1) % ring.world][-1], Nkv, D))
             reqs = ring.exchange(kv, nxt, _KV_TAG)
-        kb, vb = kv[0], kv[1]
-        dkv = torch.zeros((2,) + tuple(kb.shape), dtype=f32, device=q.device)
-        if not causal:
-            g = _fa_grad(q, kb, vb, dout, seq, all_cu[src][1:], mx, sm, out, scale, False)
-            dq += g[0]
-            dkv[0] += g[1]
-            dkv[1] += g[2]
-        elif step == 0:
-            g = _fa_grad(q, kb, vb, dout, seq, seq, mx, sm, out, scale, True)
-            dq += g[0]
-            dkv[0] += g[1]
-            dkv[1] += g[2]
-        elif src < rank:
-            f = halves.front
-            g = _fa_grad(q, kb.index_select(0, f), vb.index_select(0, f), dout, seq, halves.seq, mx, sm, out,
-                         scale, False)
-            dq += g[0]
-            dkv[0].index_add_(0, f, g[1].to(f32))
-            dkv[1].index_add_(0, f, g[2].to(f32))
-        else:
-            b = halves.back
-            g = _fa_grad(q.index_select(0, b), kb, vb, dout.index_select(0, b), halves.seq, seq,
-                         mx.index_select(0, b), sm.index_select(0, b), out.index_select(0, b), scale, False)
-            dq.index_add_(0, b, g[0].to(f32))
-            dkv[0] += g[1]
-            dkv[1] += g[2]
-        if world > 1:
+        dkv = torch.zeros(kv.shape, dtype=f32, device=q.device)
+        for call in plan.calls(src):
+            gq, gk, gv = call.backward(q, kv[0], kv[1], dout, out, mx, sm, scale)
+            if call.q_rows is None:
+                dq += gq
+            else:
+                dq.index_add_(0, call.q_rows, gq.to(f32))
+            if call.k_rows is None:
+                dkv[0] += gk
+                dkv[1] += gv
+            else:
+                dkv[0].index_add_(0, call.k_rows, gk.to(f32))
+                dkv[1].index_add_(0, call.k_rows, gv.to(f32))
+        if ring.world > 1:
             if step > 0:  # accumulator of this block from the ranks it visited before
                 _wait(dkv_reqs)
                 dkv += dkv_recv
             # pass it on with the block; at the last step it reaches the block's owner
-            dkv_recv = torch.empty((2, all_cu[(rank - step - 1) % world][-1], Nkv, D), dtype=f32,
+            dkv_recv = torch.empty((2, plan.all_cu[(ring.rank - step - 1) % ring.world][-1], Nkv, D), dtype=f32,
                                    device=q.device)
             dkv_reqs = ring.exchange(dkv, dkv_recv, _DKV_TAG)
         _wait(reqs)
         if nxt is not None:
             kv = nxt
-    if world > 1:
+    if ring.world > 1:
         _wait(dkv_reqs)
         dkv = dkv_recv
     dk = torch.zeros_like(k)
@@ -418,107 +434,197 @@ def _ring_backward(dout, q, k, v, out, mx, sm, cu, all_cu, scale, causal, ring):
 
 class _RingFlashAttnVarlen(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, cu, all_cu, scale, causal, ring):
-        out, lse, mx, sm = _ring_forward(q, k, v, cu, all_cu, scale, causal, ring)
+    def forward(ctx, q, k, v, plan, scale, ring):
+        out, lse, mx, sm = _ring_forward(q, k, v, plan, scale, ring)
         ctx.save_for_backward(q, k, v, out, mx, sm)
-        ctx.meta = (cu, all_cu, scale, causal, ring)
+        ctx.meta = (plan, scale, ring)
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, out, mx, sm = ctx.saved_tensors
-        cu, all_cu, scale, causal, ring = ctx.meta
+        plan, scale, ring = ctx.meta
         if dout is None:
             dout = torch.zeros_like(out)
-        dq, dk, dv = _ring_backward(dout.contiguous(), q, k, v, out, mx, sm, cu, all_cu, scale, causal, ring)
-        return dq, dk, dv, None, None, None, None, None
+        dq, dk, dv = _ring_backward(dout.contiguous(), q, k, v, out, mx, sm, plan, scale, ring)
+        return dq, dk, dv, None, None, None
 
 
-# ----------------------------------------------------------------------------- public function
+# ----------------------------------------------------------------------------- checks and entry
 
-def _check(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, window_size, alibi_slopes):
-    for name, t in (("q", q), ("k", k), ("v", v)):
+def _check_tensors(op, names, q, k, v, rank, form):
+    for key, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
-            raise _type_error(name, "a torch.Tensor", type(t).__name__)
+            raise _type_error(names[key], f"a torch.Tensor {form}", type(t).__name__, op)
         if t.dtype not in _FLOAT_DTYPES:
-            raise _type_error(f"{name} dtype", "float16, bfloat16 or float32", t.dtype)
-        if t.dim() != 3:
-            raise _value_error(f"{name}", "3-D [total, heads, head_dim] (TND) tensors", tuple(t.shape))
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise _type_error("k/v dtype", f"the dtype of q ({q.dtype})", (k.dtype, v.dtype))
+            raise _type_error(names[key], "dtype float16, bfloat16 or float32", t.dtype, op)
+        if t.dim() != rank:
+            raise _value_error(names[key], f"{rank}-D tensors {form}", tuple(t.shape), op)
+    for key, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise _type_error(names[key], f"the dtype of {names['q']} ({q.dtype})", t.dtype, op)
+        if t.device != q.device:
+            raise _value_error(names[key], f"the device of {names['q']} ({q.device})", t.device, op)
+    if k.shape[-1] != q.shape[-1]:
+        raise _value_error(names["k"], f"the head_dim of {names['q']} ({q.shape[-1]})", k.shape[-1], op)
+    if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2]:
+        raise _value_error(names["k"], f"a head count dividing the {names['q']} heads ({q.shape[-2]})", k.shape[-2], op)
     if k.shape != v.shape:
-        raise _value_error("v shape", f"the shape of k {tuple(k.shape)}", tuple(v.shape))
-    if k.shape[2] != q.shape[2]:
-        raise _value_error("k head_dim", f"the head_dim of q ({q.shape[2]})", k.shape[2])
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise _value_error("k heads", f"a divisor of the q heads ({q.shape[1]})", k.shape[1])
-    if k.device != q.device or v.device != q.device:
-        raise _value_error("k/v device", f"the device of q ({q.device})", (k.device, v.device))
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or dropout_p != 0:
-        raise _value_error("dropout_p", "0.0", dropout_p)
-    try:
-        window = tuple(int(w) for w in window_size)
-    except (TypeError, ValueError):
-        window = None
-    if window != (-1, -1):
-        raise _value_error("window_size", "(-1, -1)", tuple(window_size) if window is not None else window_size)
-    if alibi_slopes is not None:
-        raise _value_error("alibi_slopes", "None", f"a {type(alibi_slopes).__name__}")
+        raise _value_error(names["v"], f"the shape of {names['k']} {tuple(k.shape)}", tuple(v.shape), op)
+
+
+def _check_options(op, dropout_p, softmax_scale, window_size, causal):
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
+        raise _value_error("dropout_p", "a float in [0, 1)", dropout_p, op)
     if softmax_scale is not None and (isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float))):
-        raise _type_error("softmax_scale", "None or a float", type(softmax_scale).__name__)
-    cu = _cu_list(cu_seqlens)
+        raise _type_error("softmax_scale", "None or a float", type(softmax_scale).__name__, op)
+    return FA.window_pair(op, window_size, bool(causal))
+
+
+def _run(op, layout, q, k, v, cu, lengths_arg, dropout_p, softmax_scale, causal, window_size, alibi_slopes, group):
+    """Shared body of the four public functions: TND q/k/v, local cu (checked); returns (out, lse)."""
+    window = _check_options(op, dropout_p, softmax_scale, window_size, causal)
+    alibi = FA.check_alibi(op, alibi_slopes, q.shape[1], len(cu) - 1, q.device)
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    ring = _Ring(group)
+    all_cu = ring.all_cu(cu, q.device, op, lengths_arg)
+    if layout == "zigzag" and ring.world > 1:
+        if any(c != cu for c in all_cu):
+            raise _value_error(lengths_arg, "the same local lengths on every rank (zigzag shards: chunks r and "
+                               "2*world-1-r of every sequence)", [_lengths(c) for c in all_cu], op)
+        if any(L % 2 for L in _lengths(cu)):
+            raise _value_error(lengths_arg, "even local sequence lengths (zigzag shards: two equal chunks per "
+                               "sequence, global lengths divisible by 2 * world)", _lengths(cu), op)
+    dropout = (ring.seed(q.device), 1.0 - float(dropout_p)) if dropout_p > 0 else None
+    plan = _Plan(q, all_cu, layout, ring, window, alibi, dropout)
+    return _RingFlashAttnVarlen.apply(q.contiguous(), k.contiguous(), v.contiguous(), plan, scale, ring)
+
+
+def _varlen(op, layout, names, q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, causal, window_size,
+            alibi_slopes, return_attn_probs, group):
+    _check_tensors(op, names, q, k, v, 3, "(total_local, nheads, headdim)")
+    cu = _cu_list(cu_seqlens, "cu_seqlens", op)
     if cu[-1] > q.shape[0] or cu[-1] > k.shape[0]:
-        raise _value_error("cu_seqlens", f"a total length <= the rows of q ({q.shape[0]}) and k ({k.shape[0]})",
-                           cu[-1])
+        raise _value_error("cu_seqlens", f"a total length <= the rows of {names['q']} ({q.shape[0]}) and "
+                           f"{names['k']} ({k.shape[0]})", cu[-1], op)
     longest = max(_lengths(cu))
     try:
         max_len = None if isinstance(max_seqlen, bool) else operator.index(max_seqlen)
     except TypeError:
         max_len = None
     if max_len is None or max_len < longest:
-        raise _value_error("max_seqlen", f"an int >= the longest local sequence ({longest})", max_seqlen)
-    return cu
+        raise _value_error("max_seqlen", f"an int >= the longest local sequence ({longest})", max_seqlen, op)
+    out, lse = _run(op, layout, q, k, v, cu, "cu_seqlens", dropout_p, softmax_scale, causal, window_size,
+                    alibi_slopes, group)
+    return (out, lse, None) if return_attn_probs else out
+
+
+def _batched(op, layout, q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_slopes, return_attn_probs,
+             group):
+    names = dict(q="q", k="k", v="v")
+    _check_tensors(op, names, q, k, v, 4, "(batch_size, seqlen_local, nheads, headdim)")
+    batch, s, n, d = q.shape
+    if k.shape[:2] != q.shape[:2]:
+        raise _value_error("k", f"(batch_size, seqlen_local) of q {tuple(q.shape[:2])}", tuple(k.shape[:2]), op)
+    cu = [i * s for i in range(batch + 1)]
+    out, lse = _run(op, layout, q.reshape(batch * s, n, d), k.reshape(batch * s, *k.shape[2:]),
+                    v.reshape(batch * s, *v.shape[2:]), cu, "q", dropout_p, softmax_scale, causal, window_size,
+                    alibi_slopes, group)
+    out = out.view(batch, s, n, d)
+    return (out, lse.view(n, batch, s).transpose(0, 1).contiguous(), None) if return_attn_probs else out
+
+
+_QKV = dict(q="q", k="k", v="v")
 
 
 def ring_flash_attn_varlen_func(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, causal=False,
                                 window_size=(-1, -1), alibi_slopes=None, deterministic=False,
                                 return_attn_probs=False, group=None):
-    """Ring (context-parallel) varlen attention over ``torch.distributed`` (flash-attn signature).
+    """Ring attention over CONTIGUOUS shards (ring-flash-attention's ``ring_flash_attn_varlen_func``).
 
-    Args:
-        q: ``[total_q_local, N, D]`` local query shard (TND), float16 / bfloat16 / float32.
-        k, v: ``[total_k_local, Nkv, D]`` local key/value shards (``N % Nkv == 0``, GQA).
-        cu_seqlens: LOCAL cumulative sequence lengths with a leading 0 (int32/int64 tensor or
-            list), shared by q and k/v. ``causal=True`` requires the zigzag split (module
-            docstring, :func:`zigzag_shard`); ``causal=False`` accepts any split.
-        max_seqlen: the longest LOCAL sequence (or more); only validated.
-        softmax_scale: default ``1/sqrt(D)``. ``causal``: bottom-right causal (self-attention).
-        window_size, alibi_slopes, dropout_p: only ``(-1, -1)``, ``None``, ``0.0`` (else ValueError).
-        deterministic: accepted, no effect (the reduction order is fixed).
-        return_attn_probs: also return the natural-log LSE ``[N, total_q_local]`` (float32).
-        group: the process group (default: the world group). Without an initialized
-            ``torch.distributed`` and ``group=None`` the call is single-process attention.
-
-    Returns ``out [total_q_local, N, D]`` (q dtype), or ``(out, lse, None)`` with
-    ``return_attn_probs``. Rows with no visible key: out 0, LSE ``-inf``, zero gradients.
-    Differentiable with respect to q, k and v; every rank of the group must call it (and its
-    backward) together.
+    q ``(total_q_local, nheads, headdim)``, k/v ``(total_local, nheads_k, headdim)`` (GQA:
+    ``nheads % nheads_k == 0``), float16 / bfloat16 / float32. ``cu_seqlens``: LOCAL cumulative
+    lengths with a leading 0 (tensor or list), shared by q and k/v; rank ``r`` holds the ``r``-th
+    contiguous piece of every sequence. ``max_seqlen``: the longest local sequence (or more), only
+    validated. ``window_size``, ``alibi_slopes`` (``(nheads,)`` / ``(batch, nheads)`` fp32) and
+    ``dropout_p`` act on global positions (module docstring). Returns ``out`` (q's shape and
+    dtype), or ``(out, lse (nheads, total_q_local) fp32, None)`` with ``return_attn_probs``.
+    Differentiable w.r.t. q, k, v; every rank of ``group`` must call it (and its backward).
     """
-    cu = _check(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, window_size, alibi_slopes)
-    scale = 1.0 / math.sqrt(q.shape[2]) if softmax_scale is None else float(softmax_scale)
-    ring = _Ring(group)
-    all_cu = ring.all_cu(cu, q.device)
-    causal = bool(causal)
-    if causal and ring.world > 1:
-        if any(c != cu for c in all_cu):
-            raise _value_error("cu_seqlens", "the same local cu_seqlens on every rank with causal=True "
-                               "(zigzag split)", all_cu)
-        if any(L % 2 for L in _lengths(cu)):
-            raise _value_error("cu_seqlens", "even local sequence lengths with causal=True (zigzag split: two "
-                               "chunks per sequence)", _lengths(cu))
-    out, lse = _RingFlashAttnVarlen.apply(q.contiguous(), k.contiguous(), v.contiguous(), cu, all_cu, scale,
-                                          causal, ring)
-    if return_attn_probs:
-        return out, lse, None
-    return out
+    return _varlen("ring_flash_attn_varlen_func", "contiguous", _QKV, q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                   softmax_scale, causal, window_size, alibi_slopes, return_attn_probs, group)
+
+
+def zigzag_ring_flash_attn_varlen_func(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,
+                                       causal=False, window_size=(-1, -1), alibi_slopes=None, deterministic=False,
+                                       return_attn_probs=False, group=None):
+    """As :func:`ring_flash_attn_varlen_func` over ZIGZAG shards (:func:`zigzag_shard`): every rank
+    has the same local ``cu_seqlens`` (global // world) with even lengths, else ``ValueError``."""
+    return _varlen("zigzag_ring_flash_attn_varlen_func", "zigzag", _QKV, q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                   softmax_scale, causal, window_size, alibi_slopes, return_attn_probs, group)
+
+
+def ring_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                         alibi_slopes=None, deterministic=False, return_attn_probs=False, group=None):
+    """Ring attention of ``(batch_size, seqlen_local, nheads, headdim)`` contiguous shards (rank
+    ``r`` holds positions ``[r * seqlen_local, (r + 1) * seqlen_local)`` of every batch row; local
+    lengths may differ between ranks). Returns out, or ``(out, lse (batch_size, nheads,
+    seqlen_local), None)`` with ``return_attn_probs``."""
+    return _batched("ring_flash_attn_func", "contiguous", q, k, v, dropout_p, softmax_scale, causal, window_size,
+                    alibi_slopes, return_attn_probs, group)
+
+
+def zigzag_ring_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                                alibi_slopes=None, deterministic=False, return_attn_probs=False, group=None):
+    """As :func:`ring_flash_attn_func` over zigzag shards along ``seqlen`` (chunks ``r`` and
+    ``2*world-1-r`` of ``2*world``): ``seqlen_local`` even and equal on every rank."""
+    return _batched("zigzag_ring_flash_attn_func", "zigzag", q, k, v, dropout_p, softmax_scale, causal, window_size,
+                    alibi_slopes, return_attn_probs, group)
+
+
+def _unpack(op, name, packed, count, form):
+    if not isinstance(packed, torch.Tensor) or packed.dim() != 4 or packed.shape[1] != count:
+        raise _value_error(name, f"4-D tensors {form}",
+                           tuple(packed.shape) if isinstance(packed, torch.Tensor) else type(packed).__name__, op)
+    return packed.unbind(1)
+
+
+def ring_flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,
+                                          causal=False, window_size=(-1, -1), alibi_slopes=None, deterministic=False,
+                                          return_attn_probs=False, group=None):
+    """:func:`ring_flash_attn_varlen_func` on qkv ``(total_local, 3, nheads, headdim)``."""
+    op = "ring_flash_attn_varlen_qkvpacked_func"
+    q, k, v = _unpack(op, "qkv", qkv, 3, "(total_local, 3, nheads, headdim)")
+    return _varlen(op, "contiguous", dict(q="qkv", k="qkv", v="qkv"), q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                   softmax_scale, causal, window_size, alibi_slopes, return_attn_probs, group)
+
+
+def ring_flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,
+                                         causal=False, window_size=(-1, -1), alibi_slopes=None, deterministic=False,
+                                         return_attn_probs=False, group=None):
+    """:func:`ring_flash_attn_varlen_func` with kv ``(total_local, 2, nheads_k, headdim)``."""
+    op = "ring_flash_attn_varlen_kvpacked_func"
+    k, v = _unpack(op, "kv", kv, 2, "(total_local, 2, nheads_k, headdim)")
+    return _varlen(op, "contiguous", dict(q="q", k="kv", v="kv"), q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                   softmax_scale, causal, window_size, alibi_slopes, return_attn_probs, group)
+
+
+def zigzag_ring_flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,
+                                                 causal=False, window_size=(-1, -1), alibi_slopes=None,
+                                                 deterministic=False, return_attn_probs=False, group=None):
+    """:func:`zigzag_ring_flash_attn_varlen_func` on qkv ``(total_local, 3, nheads, headdim)``."""
+    op = "zigzag_ring_flash_attn_varlen_qkvpacked_func"
+    q, k, v = _unpack(op, "qkv", qkv, 3, "(total_local, 3, nheads, headdim)")
+    return _varlen(op, "zigzag", dict(q="qkv", k="qkv", v="qkv"), q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                   softmax_scale, causal, window_size, alibi_slopes, return_attn_probs, group)
+
+
+def zigzag_ring_flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,
+                                                causal=False, window_size=(-1, -1), alibi_slopes=None,
+                                                deterministic=False, return_attn_probs=False, group=None):
+    """:func:`zigzag_ring_flash_attn_varlen_func` with kv ``(total_local, 2, nheads_k, headdim)``."""
+    op = "zigzag_ring_flash_attn_varlen_kvpacked_func"
+    k, v = _unpack(op, "kv", kv, 2, "(total_local, 2, nheads_k, headdim)")
+    return _varlen(op, "zigzag", dict(q="q", k="kv", v="kv"), q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                   softmax_scale, causal, window_size, alibi_slopes, return_attn_probs, group)

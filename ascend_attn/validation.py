@@ -5,7 +5,7 @@ GRAPH_MODE infer functions) describes its inputs as :class:`TensorMeta` (shape +
 name) and calls the ``check_*`` function of the op here, so the error a user sees is the same
 text whichever framework they use.
 
-Messages follow one template (``api.md``)::
+Messages follow one template (``docs/errors.md``)::
 
     <op>: <argument> only supports <what is supported>, but got <what was given>
 
@@ -237,7 +237,7 @@ def check_ring_attention_update(
     input_softmax_layout: str, *, op: str = RAU_OP, layout_arg: str = "input_layout",
     ub_limit: bool = False,
 ) -> RingUpdatePlan | None:
-    """Validate RingAttentionUpdate inputs (semantics.md §1, §10).
+    """Validate RingAttentionUpdate inputs (docs/semantics.md §1, docs/errors.md).
 
     ``actual_seq_qlen`` is the host list, ``None`` when absent, or not known yet (graph compilation,
     :func:`lengths_known`). ``ub_limit`` adds MindSpore's V1 UB-size rule.
@@ -358,7 +358,7 @@ def fa_float_dtypes() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class FlashPlan:
-    """Validated FA arguments, as the kernels need them (semantics.md §2-§6).
+    """Validated FA arguments, as the kernels need them (docs/semantics.md §2-§6).
 
     ``seq_q``/``seq_kv``: per-sequence lengths; ``mask_form``: None (no mask: full attention),
     "local" ([maxS1, maxS2]), "global" ([T1, T2]) or "compressed"; ``pse_form``: None, "full",
@@ -394,7 +394,7 @@ class FlashPlan:
 
 
 def fa_seq_lengths(op: str, arg: str, values: list[int] | None) -> tuple[int, ...]:
-    """Cumulative lengths WITHOUT a leading 0 -> per-sequence lengths (semantics.md §0.2).
+    """Cumulative lengths WITHOUT a leading 0 -> per-sequence lengths (docs/semantics.md §0.2).
 
     Accepted: non-decreasing, optionally followed by a run of zeros (batches switched off).
     """
@@ -432,7 +432,7 @@ def check_flash_attention(
     pse_type: int = 1, q_start_idx=None, kv_start_idx=None, softmax_layout: str = "",
     op: str = FA_FWD_OP, layout_arg: str = "softmax_out_layout",
 ) -> FlashPlan | None:
-    """Validate the FA V4 forward / grad arguments shared by both ops (semantics.md §10).
+    """Validate the FA V4 forward / grad arguments shared by both ops (docs/errors.md).
 
     Length arguments (``actual_seq_qlen``, ``actual_seq_kvlen``, ``prefix``) are host lists (already
     normalised with ``int_list``), or not known (:func:`lengths_known`: torch.compile's fake kernels):
@@ -684,7 +684,7 @@ IFA_DEQUANT_DTYPES = ("float32", "uint64", "int64")
 IFA_MAX_BATCH, IFA_MAX_HEADS, IFA_MAX_HEAD_DIM, IFA_MAX_KV = 65536, 256, 512, 262144
 IFA_MAX_GROUP, IFA_MAX_LIST, IFA_MAX_BLOCK = 64, 256, 512
 QUANT_SCENARIO_ARGS = ("dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2", "quant_offset2")
-# scenario -> (required, forbidden) (semantics.md §7.5)
+# scenario -> (required, forbidden) (docs/semantics.md §7.5)
 QUANT_SCENARIOS = {
     "A": (("dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2"), ()),
     "B": (("dequant_scale1", "quant_scale1", "dequant_scale2"), ("quant_scale2", "quant_offset2")),
@@ -695,7 +695,7 @@ QUANT_SCENARIOS = {
 
 @dataclass(frozen=True)
 class IncrePlan:
-    """Validated IncreFlashAttention arguments (semantics.md §7).
+    """Validated IncreFlashAttention arguments (docs/semantics.md §7).
 
     ``starts``/``ends``: valid KV positions ``[start_b, end_b)`` per batch (absolute positions in
     the cache; ``start_b < 0`` means the batch outputs 0 / quant2(0)). ``kv_form``: "tensor",
@@ -746,7 +746,7 @@ def check_incre_flash_attention(
     inner_precise: int = 1, kv_padding_size=None, op: str = IFA_OP,
     mask_arg: str = "atten_mask",
 ) -> IncrePlan | None:
-    """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (semantics.md §7, §10).
+    """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (docs/semantics.md §7, docs/errors.md).
 
     ``key``/``value``: a TensorMeta or a list of them (tensor-list form). ``actual_seq_lengths``:
     host list, None, or not known (:func:`lengths_known`: the value checks are skipped). Other tensors: TensorMeta or None. Returns None if shapes are unknown.
@@ -1022,7 +1022,7 @@ def _drop_seq(layout, shape):
 
 
 def ifa_left_padding(plan: IncrePlan, pad: int) -> IncrePlan:
-    """Apply ``kv_padding_size`` (semantics.md §7.2): batch b's valid range becomes
+    """Apply ``kv_padding_size`` (docs/semantics.md §7.2): batch b's valid range becomes
     ``[S - pad - L_b, S - pad)`` with ``pad = max(kv_padding_size, 0)``; a negative start means
     the batch outputs 0 / quant2(0)."""
     from dataclasses import replace

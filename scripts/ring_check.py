@@ -5,8 +5,9 @@
     torchrun --nproc_per_node=N scripts/ring_check.py --backend gloo --device cpu
     torchrun --nproc_per_node=N scripts/ring_check.py --backend hccl --device npu
 
-Every rank builds the same global packed inputs (fixed seed), takes its shard (zigzag for causal,
-zigzag for non-causal too), runs ``ring_flash_attn_varlen_func`` forward + backward, and compares
+Every rank builds the same global packed inputs (fixed seed), takes its shard (zigzag chunks for
+``zigzag_ring_flash_attn_varlen_func``, contiguous pieces for ``ring_flash_attn_varlen_func``;
+``--split``), runs the ring function forward + backward, and compares
 its shard of out / LSE / dq / dk / dv with single-process attention on the full sequences
 (``flash_attention_varlen_score`` + autograd in float32 on the same device). Prints the max
 errors and the mean forward / backward time per rank; exits 1 if an error exceeds the tolerance.
@@ -36,6 +37,7 @@ def parse_args():
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--causal", default="both", choices=["both", "true", "false"])
+    p.add_argument("--split", default="both", choices=["both", "zigzag", "contiguous"])
     p.add_argument("--iters", type=int, default=3, help="timed iterations (after one warm-up)")
     return p.parse_args()
 
@@ -67,7 +69,7 @@ def main():
     rank, world = dist.get_rank(), dist.get_world_size()
 
     import ascend_attn
-    from ascend_attn.ring_attention import ring_flash_attn_varlen_func, zigzag_shard
+    from ascend_attn import ring_attention as R
     from ascend_attn.testing.samples import compressed_mask
 
     dtype = getattr(torch, args.dtype)
@@ -85,7 +87,12 @@ def main():
     tol = 2e-4 if dtype == torch.float32 else 5e-2
     failed = False
 
-    for causal in {"both": (False, True), "true": (True,), "false": (False,)}[args.causal]:
+    splits = ("zigzag", "contiguous") if args.split == "both" else (args.split,)
+    cases = [(causal, split) for causal in {"both": (False, True), "true": (True,), "false": (False,)}[args.causal]
+             for split in splits]
+    for causal, split in cases:
+        shard_fn = R.zigzag_shard if split == "zigzag" else R.contiguous_shard
+        ring_fn = R.zigzag_ring_flash_attn_varlen_func if split == "zigzag" else R.ring_flash_attn_varlen_func
         # reference: single process, full sequences, float32
         rq, rk, rv = (t.detach().float().clone().requires_grad_() for t in (q, k, v))
         kw = dict(atten_mask=compressed_mask(3).to(device), sparse_mode=3) if causal else {}
@@ -95,18 +102,18 @@ def main():
         rlse = (rmx[..., 0] + rsm[..., 0].log()).t()
 
         def mine(x, dim=0):
-            return zigzag_shard(x, cu, rank, world, dim=dim)[0]
+            return shard_fn(x, cu, rank, world, dim=dim)[0]
 
         lq, lk, lv, ldout = (mine(t) for t in (q, k, v, dout))
-        lcu = zigzag_shard(q, cu, rank, world)[1]
+        lcu = shard_fn(q, cu, rank, world)[1]
         fwd_t, bwd_t = [], []
         for it in range(args.iters + 1):
             xq, xk, xv = (t.detach().clone().requires_grad_() for t in (lq, lk, lv))
             dist.barrier()
             sync(device)
             t0 = time.perf_counter()
-            out, lse, _ = ring_flash_attn_varlen_func(xq, xk, xv, lcu, max(lens), softmax_scale=scale,
-                                                      causal=causal, return_attn_probs=True)
+            out, lse, _ = ring_fn(xq, xk, xv, lcu, max(lens), softmax_scale=scale, causal=causal,
+                                  return_attn_probs=True)
             sync(device)
             t1 = time.perf_counter()
             out.backward(ldout)
@@ -122,7 +129,7 @@ def main():
         ok = all(errs[key] <= tol * max(1.0, b.abs().max().item()) for key, (a, b) in pairs.items())
         failed |= not ok
         line = " ".join(f"{k}={e:.2e}" for k, e in errs.items())
-        msg = (f"[rank {rank}/{world} {args.backend} {device} {args.dtype} causal={causal}] max|err| {line} "
+        msg = (f"[rank {rank}/{world} {args.backend} {device} {args.dtype} causal={causal} {split}] max|err| {line} "
                f"(tol {tol:.0e} x max(1, max|ref|)) fwd {1e3 * sum(fwd_t) / len(fwd_t):.2f} ms "
                f"bwd {1e3 * sum(bwd_t) / len(bwd_t):.2f} ms "
                f"{'OK' if ok else 'FAIL'}")

@@ -1,15 +1,16 @@
 """Ring (context-parallel) attention: ``ascend_attn.ring_attention``.
 
-The distributed tests start 2 and 4 gloo processes on this machine (this file run as a script
-with ``--worker``, MASTER_ADDR=127.0.0.1 and a free port, bounded by a timeout). The parent
-builds the global inputs, the workers shard them (zigzag for causal, zigzag or a plain uneven
-split for non-causal), run ``ring_flash_attn_varlen_func`` forward and backward and save their
-shards; the parent unshards and compares with single-process attention on the full sequences
-(``flash_attention_varlen_score`` + autograd).
+The distributed tests start 2 (and, for a few cases, 4) gloo processes on this machine (this file
+run as a script with ``--worker``, MASTER_ADDR=127.0.0.1 and a free port, bounded by a timeout).
+The parent builds the global inputs, the workers shard them (contiguous pieces for
+``ring_flash_attn_varlen_func`` / ``ring_flash_attn_func``, zigzag chunks for the zigzag forms),
+run forward and backward and save their shards; the parent unshards and compares with
+single-process attention on the full sequences (``flash_attn_varlen_func`` + autograd, itself
+checked against a float64 reference in test_flash_attn_interface.py), under the same
+``torch.manual_seed`` so that dropout draws the same keep bits.
 """
 from __future__ import annotations
 
-import math
 import os
 import socket
 import subprocess
@@ -25,19 +26,45 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ascend_attn.ring_attention import ring_flash_attn_varlen_func, zigzag_shard, zigzag_unshard  # noqa: E402
+from ascend_attn import ring_attention as R  # noqa: E402
+from ascend_attn.ring_attention import (ring_flash_attn_varlen_func, zigzag_ring_flash_attn_varlen_func,  # noqa: E402
+                                        zigzag_shard, zigzag_unshard)
 
-TIMEOUT_S = 60
+TIMEOUT_S = 300  # a hang guard: 4 processes on a loaded 2-core machine take over a minute
+SEED = 1234
 
-# name: (seq lengths, heads q, heads kv, head dim, dtype, causal, split)
+
+class Case(dict):
+    """lens, heads q / kv, head dim, dtype, split ("zigzag" | "contiguous" | "plain" = uneven
+    contiguous), batched (the non-varlen function), and the keyword arguments of the call."""
+
+
+def case(lens, n, nkv, d, dtype, split, batched=False, **kwargs):
+    return Case(lens=lens, n=n, nkv=nkv, d=d, dtype=dtype, split=split, batched=batched, kwargs=kwargs)
+
+
 CASES = {
-    "causal_fp32_gqa_d40": ((24, 8, 40), 4, 2, 40, torch.float32, True, "zigzag"),
-    "causal_fp32_mha_d64_zero_len": ((16, 0, 32), 2, 2, 64, torch.float32, True, "zigzag"),
-    "full_fp32_gqa_d64_plain_uneven": ((23, 3, 42), 4, 1, 64, torch.float32, False, "plain"),
-    "full_fp32_mha_d40_zigzag": ((24, 8, 40), 2, 2, 40, torch.float32, False, "zigzag"),
-    "causal_bf16_gqa_d64": ((24, 16, 32), 4, 2, 64, torch.bfloat16, True, "zigzag"),
+    "causal_fp32_gqa_d40_zigzag": case((24, 8, 40), 4, 2, 40, torch.float32, "zigzag", causal=True),
+    "causal_fp32_mha_d64_zero_len_zigzag": case((16, 0, 32), 2, 2, 64, torch.float32, "zigzag", causal=True),
+    "full_fp32_gqa_d64_plain_uneven": case((23, 3, 42), 4, 1, 64, torch.float32, "plain"),
+    "causal_window_fp32_plain_uneven": case((23, 3, 42), 4, 2, 40, torch.float32, "plain", causal=True,
+                                            window_size=(7, -1)),
+    "full_fp32_mha_d40_zigzag": case((24, 8, 40), 2, 2, 40, torch.float32, "zigzag"),
+    "causal_bf16_gqa_d64_zigzag": case((24, 16, 32), 4, 2, 64, torch.bfloat16, "zigzag", causal=True),
+    "causal_fp32_contiguous": case((24, 8, 40), 4, 2, 40, torch.float32, "contiguous", causal=True),
+    "causal_window_alibi_bn_contiguous": case((24, 8, 40), 4, 2, 40, torch.float32, "contiguous", causal=True,
+                                              window_size=(5, 0), alibi="BN"),
+    "window_alibi_n_zigzag": case((24, 8, 40), 4, 2, 40, torch.float32, "zigzag", window_size=[3, 6], alibi="N"),
+    "causal_dropout_contiguous": case((24, 8, 40), 2, 1, 40, torch.float32, "contiguous", causal=True, dropout_p=0.25),
+    "dropout_window_zigzag": case((24, 8, 40), 2, 2, 40, torch.float32, "zigzag", window_size=(4, 2),
+                                  dropout_p=0.25),
+    "causal_window_alibi_dropout_contiguous": case((24, 8, 40), 4, 2, 40, torch.float32, "contiguous", causal=True,
+                                                  window_size=(9, -1), alibi="N", dropout_p=0.2),
+    "causal_batched_contiguous": case((16, 16, 16), 4, 2, 40, torch.float32, "contiguous", batched=True, causal=True),
+    "causal_window_batched_zigzag": case((16, 16), 4, 4, 40, torch.float32, "zigzag", batched=True, causal=True,
+                                         window_size=(6, -1)),
 }
-WORLDS = (2, 4)
+WORLD4_CASES = ("causal_window_alibi_dropout_contiguous",)
 
 
 def _cu(lens):
@@ -61,8 +88,9 @@ def _plain_bounds(L, world):
 def shard(x, lens, rank, world, split, dim=0):
     """(local tensor, local cu) of a packed global tensor."""
     cu = _cu(lens)
-    if split == "zigzag":
-        t, lcu = zigzag_shard(x, cu, rank, world, dim=dim)
+    if split in ("zigzag", "contiguous"):
+        fn = zigzag_shard if split == "zigzag" else R.contiguous_shard
+        t, lcu = fn(x, cu, rank, world, dim=dim)
         return t, [int(c) for c in lcu.tolist()]
     pieces, lcu = [], [0]
     for start, L in zip(cu, lens):
@@ -73,8 +101,9 @@ def shard(x, lens, rank, world, split, dim=0):
 
 
 def unshard(shards, lens, world, split, dim=0):
-    if split == "zigzag":
-        return zigzag_unshard(shards, _cu(lens), world, dim=dim)
+    if split in ("zigzag", "contiguous"):
+        fn = zigzag_unshard if split == "zigzag" else R.contiguous_unshard
+        return fn(shards, _cu(lens), world, dim=dim)
     offs = [0] * world
     pieces = []
     for L in lens:
@@ -86,32 +115,52 @@ def unshard(shards, lens, world, split, dim=0):
     return torch.cat(pieces, dim=dim)
 
 
-def make_inputs(name, spec=None):
-    lens, n, nkv, d, dtype, causal, split = spec or CASES[name]
+def make_inputs(name):
+    c = CASES[name]
     g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    T = sum(lens)
-    q = torch.randn(T, n, d, generator=g).to(dtype)
-    k = torch.randn(T, nkv, d, generator=g).to(dtype)
-    v = torch.randn(T, nkv, d, generator=g).to(dtype)
-    dout = torch.randn(T, n, d, generator=g).to(dtype)
-    return q, k, v, dout
+    T = sum(c["lens"])
+    q = torch.randn(T, c["n"], c["d"], generator=g).to(c["dtype"])
+    k = torch.randn(T, c["nkv"], c["d"], generator=g).to(c["dtype"])
+    v = torch.randn(T, c["nkv"], c["d"], generator=g).to(c["dtype"])
+    dout = torch.randn(T, c["n"], c["d"], generator=g).to(c["dtype"])
+    kwargs = dict(c["kwargs"])
+    if "alibi" in kwargs:
+        shape = (c["n"],) if kwargs.pop("alibi") == "N" else (len(c["lens"]), c["n"])
+        kwargs["alibi_slopes"] = torch.rand(shape, generator=g) * 0.5
+    return q, k, v, dout, kwargs
 
 
-def reference(name, spec=None):
-    """Single-process attention on the full sequences, float32 (FA op + autograd)."""
+def reference(name):
+    """Single-process flash_attn_varlen_func on the full sequences, float32, same dropout seed."""
     import ascend_attn
-    from ascend_attn.testing.samples import compressed_mask
-    lens, n, nkv, d, dtype, causal, split = spec or CASES[name]
-    q, k, v, dout = (t.float() for t in make_inputs(name, spec))
+    c = CASES[name]
+    q, k, v, dout, kwargs = make_inputs(name)
+    q, k, v, dout = (t.float() for t in (q, k, v, dout))
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    seq = _cu(lens)[1:]
-    kw = dict(atten_mask=compressed_mask(3), sparse_mode=3) if causal else {}
-    out, mx, sm = ascend_attn.flash_attention_varlen_score(q, k, v, n, seq, seq, scale_value=1 / math.sqrt(d),
-                                                           softmax_out_layout="same_as_input", **kw)
+    cu = torch.tensor(_cu(c["lens"]), dtype=torch.int32)
+    torch.manual_seed(SEED)
+    out, lse, _ = ascend_attn.flash_attn_varlen_func(q, k, v, cu, cu, max(c["lens"]), max(c["lens"]),
+                                                     return_attn_probs=True, **kwargs)
     dq, dk, dv = torch.autograd.grad(out, (q, k, v), dout)
-    empty = mx[..., 0] <= -3.4e38
-    lse = torch.where(empty, torch.full_like(mx[..., 0], -math.inf), mx[..., 0] + sm[..., 0].log()).t()
     return {"out": out.detach(), "lse": lse, "dq": dq, "dk": dk, "dv": dv}
+
+
+def ring_call(name, q, k, v, lcu):
+    """The ring function of the case on local TND shards; returns (out, lse [N, T_local], third)."""
+    c = CASES[name]
+    kwargs = make_inputs(name)[4]
+    zigzag = c["split"] == "zigzag"
+    torch.manual_seed(SEED)
+    if not c["batched"]:
+        fn = zigzag_ring_flash_attn_varlen_func if zigzag else ring_flash_attn_varlen_func
+        return fn(q, k, v, torch.tensor(lcu, dtype=torch.int32), max(max(lcu[i + 1] - lcu[i] for i in
+                  range(len(lcu) - 1)), 1), return_attn_probs=True, **kwargs)
+    fn = R.zigzag_ring_flash_attn_func if zigzag else R.ring_flash_attn_func
+    b = len(c["lens"])
+    as4 = lambda t: t.reshape(b, -1, *t.shape[1:])
+    out, lse, third = fn(as4(q), as4(k), as4(v), return_attn_probs=True, **kwargs)
+    assert lse.shape == (b, c["n"], q.shape[0] // b)
+    return out.reshape(q.shape), lse.transpose(0, 1).reshape(c["n"], -1), third
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -123,18 +172,13 @@ def worker_main(outdir, names):
     rank, world = dist.get_rank(), dist.get_world_size()
     results = {}
     for name in names:
-        lens, n, nkv, d, dtype, causal, split = CASES[name]
-        q, k, v, dout = (shard(t, lens, rank, world, split)[0] for t in make_inputs(name))
-        lcu = shard(make_inputs(name)[0], lens, rank, world, split)[1]
+        c = CASES[name]
+        q, k, v, dout, _ = make_inputs(name)
+        (q, lcu), (k, _), (v, _), (dout, _) = (shard(t, c["lens"], rank, world, c["split"]) for t in (q, k, v, dout))
         q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
-        t0 = time.perf_counter()
-        out, lse, none = ring_flash_attn_varlen_func(q, k, v, torch.tensor(lcu, dtype=torch.int32),
-                                                     max(max(lens), 1), causal=causal, return_attn_probs=True)
-        t1 = time.perf_counter()
+        out, lse, third = ring_call(name, q, k, v, lcu)
         out.backward(dout)
-        t2 = time.perf_counter()
-        results[name] = {"out": out.detach(), "lse": lse, "none": none, "dq": q.grad, "dk": k.grad, "dv": v.grad,
-                         "fwd_s": t1 - t0, "bwd_s": t2 - t1}
+        results[name] = {"out": out.detach(), "lse": lse, "none": third, "dq": q.grad, "dk": k.grad, "dv": v.grad}
     torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
@@ -181,7 +225,8 @@ def ring_runs(tmp_path_factory):
 
     def get(world):
         if world not in cache:
-            cache[world] = run_workers(world, list(CASES), tmp_path_factory.mktemp(f"ring{world}"))
+            names = list(CASES) if world == 2 else list(WORLD4_CASES)
+            cache[world] = run_workers(world, names, tmp_path_factory.mktemp(f"ring{world}"))
         return cache[world]
 
     return get
@@ -191,20 +236,19 @@ def _tol(dtype):
     return dict(atol=2e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=4e-2, rtol=4e-2)
 
 
-@pytest.mark.parametrize("world", WORLDS)
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("world,name", [(2, n) for n in CASES] + [(4, n) for n in WORLD4_CASES])
 def test_ring_matches_single_process(ring_runs, world, name):
-    lens, n, nkv, d, dtype, causal, split = CASES[name]
+    c = CASES[name]
     per_rank = ring_runs(world)
     ref = reference(name)
-    tol = _tol(dtype)
+    tol = _tol(c["dtype"])
     for key in ("out", "dq", "dk", "dv"):
-        got = unshard([r[name][key] for r in per_rank], lens, world, split)
-        assert got.dtype == dtype and got.shape == ref[key].shape, key
+        got = unshard([r[name][key] for r in per_rank], c["lens"], world, c["split"])
+        assert got.dtype == c["dtype"] and got.shape == ref[key].shape, key
         torch.testing.assert_close(got.float(), ref[key], **tol, msg=lambda m: f"{key}: {m}")
-    lse = unshard([r[name]["lse"] for r in per_rank], lens, world, split, dim=1)
-    assert lse.dtype == torch.float32 and lse.shape == (n, sum(lens))
-    torch.testing.assert_close(lse, ref["lse"], atol=1e-5 if dtype == torch.float32 else 1e-2, rtol=1e-5)
+    lse = unshard([r[name]["lse"] for r in per_rank], c["lens"], world, c["split"], dim=1)
+    assert lse.dtype == torch.float32 and lse.shape == (c["n"], sum(c["lens"]))
+    torch.testing.assert_close(lse, ref["lse"], atol=1e-5 if c["dtype"] == torch.float32 else 1e-2, rtol=1e-5)
     assert all(r[name]["none"] is None for r in per_rank)
 
 
@@ -246,40 +290,61 @@ def test_merge_empty_partials(d):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_single_process_without_distributed(causal):
-    """world 1 (no process group): plain attention, LSE and gradients equal the FA op's."""
-    name = "causal_fp32_gqa_d40"
-    lens, n, nkv, d, dtype, _, _ = CASES[name]
-    spec = (lens, n, nkv, d, dtype, causal, "zigzag")
-    ref = reference(name, spec)
-    q, k, v, dout = make_inputs(name, spec)
+@pytest.mark.parametrize("name", ["causal_fp32_gqa_d40_zigzag", "causal_window_alibi_bn_contiguous",
+                                  "causal_dropout_contiguous", "causal_batched_contiguous"])
+def test_single_process_without_distributed(name):
+    """world 1 (no process group): plain attention; out, LSE and gradients equal flash-attn's."""
+    c = CASES[name]
+    ref = reference(name)
+    q, k, v, dout, _ = make_inputs(name)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    out, lse, _ = ring_flash_attn_varlen_func(q, k, v, _cu(lens), max(lens), causal=causal, return_attn_probs=True)
+    out, lse, _ = ring_call(name, q, k, v, _cu(c["lens"]))
     out.backward(dout)
     for key, got in (("out", out), ("lse", lse), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad)):
         torch.testing.assert_close(got.detach(), ref[key], atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, arg", [
-    (dict(window_size=(4, 0)), "window_size only supports \\(-1, -1\\), but got \\(4, 0\\)"),
-    (dict(alibi_slopes=torch.ones(2)), "alibi_slopes only supports None"),
-    (dict(dropout_p=0.1), "dropout_p only supports 0.0, but got 0.1"),
-    (dict(cu_seqlens=[1, 4]), "cu_seqlens"),
-    (dict(max_seqlen=2), "max_seqlen"),
-])
-def test_unsupported_arguments_raise(kwargs, arg):
-    q = torch.randn(8, 2, 16)
-    args = dict(cu_seqlens=[0, 4, 8], max_seqlen=4)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=f"ring_flash_attn_varlen_func: {arg}"):
-        ring_flash_attn_varlen_func(q, q, q, **args)
+def test_contiguous_shard_unshard_roundtrip():
+    lens = (8, 0, 12)
+    x = torch.arange(sum(lens), dtype=torch.float32)[:, None]
+    for world in (1, 2, 4):
+        shards = [R.contiguous_shard(x, _cu(lens), r, world) for r in range(world)]
+        assert all(lcu.tolist() == [c // world for c in _cu(lens)] for _, lcu in shards)
+        torch.testing.assert_close(R.contiguous_unshard([s for s, _ in shards], _cu(lens)), x, rtol=0, atol=0)
+    assert R.contiguous_shard(x, _cu(lens), 1, 2)[0][:, 0].tolist() == [4, 5, 6, 7] + list(range(14, 20))
+    with pytest.raises(ValueError, match="contiguous_shard: cu_seqlens only supports sequence lengths divisible by"):
+        R.contiguous_shard(x, [0, 6], 0, 4)
 
 
-def test_dtype_mismatch_raises():
+ERRORS = [  # (function, how the inputs change, the argument the message must name)
+    (ring_flash_attn_varlen_func, dict(window_size=(1.5, 0)), "window_size"),
+    (ring_flash_attn_varlen_func, dict(alibi_slopes=torch.ones(3)), "alibi_slopes"),
+    (ring_flash_attn_varlen_func, dict(alibi_slopes=torch.ones(2, dtype=torch.float64)), "alibi_slopes"),
+    (ring_flash_attn_varlen_func, dict(dropout_p=1.0), "dropout_p"),
+    (ring_flash_attn_varlen_func, dict(cu_seqlens=[1, 4]), "cu_seqlens"),
+    (ring_flash_attn_varlen_func, dict(cu_seqlens=[0, 4, 9]), "cu_seqlens"),
+    (ring_flash_attn_varlen_func, dict(max_seqlen=2), "max_seqlen"),
+    (ring_flash_attn_varlen_func, dict(k=torch.randn(8, 3, 16)), "k"),
+    (ring_flash_attn_varlen_func, dict(v=torch.randn(8, 2, 8)), "v"),
+    (ring_flash_attn_varlen_func, dict(q=torch.randn(1, 8, 2, 16)), "q"),
+    (ring_flash_attn_varlen_func, dict(k=torch.randn(8, 2, 16).half()), "k"),
+    (R.ring_flash_attn_func, dict(q=torch.randn(8, 2, 16)), "q"),
+    (R.ring_flash_attn_varlen_kvpacked_func, dict(kv=torch.randn(8, 3, 2, 16)), "kv"),
+]
+
+
+@pytest.mark.parametrize("fn,change,arg", ERRORS, ids=[f"{e[0].__name__}-{e[2]}-{i}" for i, e in enumerate(ERRORS)])
+def test_errors_name_the_argument(fn, change, arg):
     q = torch.randn(8, 2, 16)
-    with pytest.raises(TypeError, match="ring_flash_attn_varlen_func: k/v dtype"):
-        ring_flash_attn_varlen_func(q, q.half(), q.half(), [0, 8], 8)
+    args = dict(q=q, k=q.clone(), v=q.clone(), cu_seqlens=[0, 4, 8], max_seqlen=4)
+    if fn is R.ring_flash_attn_func:
+        args = dict(q=q.view(2, 4, 2, 16), k=q.view(2, 4, 2, 16), v=q.view(2, 4, 2, 16))
+    if fn is R.ring_flash_attn_varlen_kvpacked_func:
+        args = dict(q=q, kv=torch.stack([q, q], 1), cu_seqlens=[0, 4, 8], max_seqlen=4)
+    args.update(change)
+    with pytest.raises((ValueError, TypeError)) as info:
+        fn(**args)
+    assert str(info.value).startswith(f"{fn.__name__}: {arg} only supports"), str(info.value)
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":

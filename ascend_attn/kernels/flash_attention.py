@@ -1,6 +1,6 @@
 """FlashAttention varlen (TND) forward V4 and grad V4: device-generic torch, tiled.
 
-Per sequence ``b`` and block of query rows x block of key rows (semantics.md §2-§6):
+Per sequence ``b`` and block of query rows x block of key rows (docs/semantics.md §2-§6):
 
 * forward: online softmax over key blocks (running max / sum, rescaled accumulator);
 * backward: block-wise recompute of the probabilities from the given statistics.
@@ -56,7 +56,7 @@ def round_half_away_fp16(x: torch.Tensor) -> torch.Tensor:
 
 
 def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Round a float32 result into ``dtype`` the way the NPU kernels do (semantics.md §0.5)."""
+    """Round a float32 result into ``dtype`` the way the NPU kernels do (docs/semantics.md §0.5)."""
     if dtype == torch.float16:
         return round_half_away_fp16(x)
     return x.to(dtype)
@@ -94,7 +94,7 @@ def sequences(plan: FlashPlan):
 
 
 class KeepRule:
-    """Which (i, j) of one sequence are kept (semantics.md §4), block by block.
+    """Which (i, j) of one sequence are kept (docs/semantics.md §4), block by block.
 
     keep(i, j) = (lo <= j - i <= hi  or  j < prefix)  and  not mask[i, j]; a bound of None is
     unbounded. ``block`` answers None (nothing kept: skip), True (all kept) or a bool tensor.
@@ -167,7 +167,7 @@ class KeepRule:
 
 
 class Bias:
-    """pse of one sequence, block by block, shaped ``[N2, rows, G, cols]`` (semantics.md §5)."""
+    """pse of one sequence, block by block, shaped ``[N2, rows, G, cols]`` (docs/semantics.md §5)."""
 
     def __init__(self, plan: FlashPlan, seq: Sequence, pse: torch.Tensor | None, cdtype):
         self.plan, self.seq, self.form, self.cdtype = plan, seq, plan.pse_form, cdtype

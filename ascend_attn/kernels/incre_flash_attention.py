@@ -5,7 +5,7 @@ Decode: one query row per (batch, head). Per batch, the KV cache is streamed in 
 block, never as a whole (antiquant is folded out of the blocks); all query heads of one KV head
 form one matrix product.
 
-* float / antiquant / scenario C: online softmax in float32 (semantics.md §7.3, §7.4);
+* float / antiquant / scenario C: online softmax in float32 (docs/semantics.md §7.3, §7.4);
 * full int8 (scenarios A, B): the exact PromptFlashAttention dataflow of §7.5, which quantises
   probabilities relative to the row's global max, so it takes two passes over K then V.
 """

@@ -1,6 +1,6 @@
 """RingAttentionUpdate fallback: device-generic torch code (CPU, CUDA, NPU tensors alike).
 
-Formula (semantics.md §1), per query row, in float32::
+Formula (docs/semantics.md §1), per query row, in float32::
 
     m  = max(prev_max, cur_max)
     sp = prev_sum * exp(prev_max - m);   sc = cur_sum * exp(cur_max - m);   s = sp + sc

@@ -112,7 +112,7 @@ class FlashAttrs:
 
 
 def check_inputs(op: str, attrs: FlashAttrs, values: dict):
-    """Full check (semantics.md §10). ``values``: validation name -> TensorMeta / host int list / None.
+    """Full check (docs/errors.md). ``values``: validation name -> TensorMeta / host int list / None.
 
     Returns the FlashPlan (None when shapes are unknown).
     """
@@ -168,7 +168,7 @@ def check_compile_time(op: str, attrs: FlashAttrs, metas: dict, shapes_known: bo
 
 
 def check_mask_content(op: str, plan, atten_mask) -> None:
-    """The canonical content of a compressed mask (the CPU fallback checks it, semantics.md §4).
+    """The canonical content of a compressed mask (the CPU fallback checks it, docs/semantics.md §4).
 
     ``atten_mask``: torch or MindSpore tensor (read back to the host only when compressed).
     """
@@ -518,7 +518,7 @@ class FlashAttentionVarLenScoreV4(_FlashPrimitive):
     query ``[T1, N1, D]``, key / value ``[T2, N2, D]`` (N1 % N2 == 0), float16 / bfloat16 / float32.
     ``actual_seq_qlen`` / ``actual_seq_kvlen``: cumulative lengths without a leading 0 (required);
     ``prefix`` (sparse_mode 6), ``q_start_idx`` / ``kv_start_idx`` (ALiBi offsets): int lists, tuples
-    or 1-D integer tensors. ``real_shift`` = pse (semantics.md §5), ``attn_mask`` 1 = masked (§4),
+    or 1-D integer tensors. ``real_shift`` = pse (docs/semantics.md §5), ``attn_mask`` 1 = masked (§4),
     ``drop_mask`` bit-packed uint8 keep bits (§6); ``padding_mask`` reserved (must be None).
 
     Returns ``(attention_out [T1, N1, D], softmax_max [T1, N1, 8], softmax_sum [T1, N1, 8])``, stats

@@ -24,7 +24,7 @@ explicit parameter list (pyfunc takes a ``*args`` kernel as one tuple input).
 Tensor-list K/V (a list of B tensors of batch 1 with their own S_b, PyNative and GRAPH_MODE): the list is
 concatenated along S in ``construct`` (one copy of the cache) and the per-batch lengths S_b (static shapes)
 are part of the Custom op's key; the pyfunc splits it back into per-batch views for the core. A list of
-one tensor is that tensor (semantics.md §7.1).
+one tensor is that tensor (docs/semantics.md §7.1).
 
 bfloat16: pyfunc cannot carry it, so bf16 tensors (query, key, value, pse_shift, quant / antiquant
 parameters) are cast to float32 around the Custom op (exact) and the pyfunc casts them back to bfloat16
@@ -96,8 +96,8 @@ class IncreAttrs:
 
 
 def check_inputs(attrs: IncreAttrs, values: dict):
-    """Full check (semantics.md §7, §10). ``values``: MindSpore name -> TensorMeta (or a list of them for
-    key/value) / host int list / None. Returns the IncrePlan (None when shapes are unknown)."""
+    """Full check (docs/semantics.md §7, docs/errors.md). ``values``: MindSpore name -> TensorMeta (or a
+    list of them for key/value) / host int list / None. Returns the IncrePlan (None when shapes are unknown)."""
     opts = {("atten_mask" if n == MASK else n): values.get(n) for n in INPUTS[3:]}
     return V.check_incre_flash_attention(values["query"], values["key"], values["value"], **opts,
                                          num_heads=attrs.num_heads, input_layout=attrs.input_layout,
@@ -341,7 +341,7 @@ class IncreFlashAttentionV2(nn.Cell):
     Nkv*D)`` or (BNSD query) ``(num_blocks, Nkv, block_size, D)``. ``attn_mask`` (1 = masked) ``(B, S)``,
     ``(B, 1, S)``, ``(B, 1, 1, S)``, ``(B|1, Nq, 1, S)``; ``actual_seq_lengths``: list, tuple or 1-D
     integer tensor; ``pse_shift`` ``(B|1, Nq, 1, S)``; ``kv_padding_size`` int64, one element.
-    Quantisation as ``ascend_attn.incre_flash_attention`` (semantics.md §7.4-§7.7): dequant scales float32
+    Quantisation as ``ascend_attn.incre_flash_attention`` (docs/semantics.md §7.4-§7.7): dequant scales float32
     or uint64/int64 words from ``trans_quant_param``.
     Returns the attention output: int8 (scenarios A, C), float16 (B) or the query dtype.
     """

@@ -1,4 +1,4 @@
-"""Independent float64 numpy reference of the TND FlashAttention ops (semantics.md §2-§6, §9).
+"""Independent float64 numpy reference of the TND FlashAttention ops (docs/semantics.md §2-§6, docs/edge-cases.md).
 
 Written straight from the spec, sharing no code with ``ascend_attn.kernels`` or
 ``ascend_attn.torch_ops``. Loops over sequences and heads on whole ``[S1_b, S2_b]`` score

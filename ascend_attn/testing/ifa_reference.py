@@ -1,4 +1,4 @@
-"""Independent float64 numpy reference of IncreFlashAttention (semantics.md §7, §9 d/e/f/q/r).
+"""Independent float64 numpy reference of IncreFlashAttention (docs/semantics.md §7, docs/edge-cases.md).
 
 Written straight from the spec, sharing no code with ``ascend_attn.kernels``,
 ``ascend_attn.torch_ops`` or ``ascend_attn.mindspore``. Loops over batches and query heads,
@@ -251,7 +251,7 @@ def incre_flash_attention(query, key, value, *, atten_mask=None, actual_seq_leng
                           num_heads=1, input_layout="BSH", scale_value=1.0,
                           num_key_value_heads=0, block_size=0, kv_padding_size=None,
                           round_dtype=None) -> np.ndarray:
-    """Reference IncreFlashAttention (semantics.md §7). Returns float64 in the query's shape.
+    """Reference IncreFlashAttention (docs/semantics.md §7). Returns float64 in the query's shape.
 
     ``key``/``value``: an array in ``input_layout``; a list of arrays (tensor-list form, each with
     batch 1 and its own S_b; a one-element list is that array); or, with ``block_table``, a paged

@@ -1,4 +1,4 @@
-"""float64 numpy references of the ops (semantics.md), for tests and the demo."""
+"""float64 numpy references of the ops (docs/semantics.md), for tests and the demo."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +30,7 @@ def tnd_to_ntd(stats: np.ndarray, seq_lens) -> np.ndarray:
 
 def ring_attention_update(prev_out, prev_max, prev_sum, cur_out, cur_max, cur_sum,
                           actual_seq_qlen=None, input_layout="SBH", input_softmax_layout=""):
-    """RingAttentionUpdate in float64 (semantics.md §1). Returns (out, max, sum) as float64.
+    """RingAttentionUpdate in float64 (docs/semantics.md §1). Returns (out, max, sum) as float64.
 
     Per-lane statistics; attention weights from lane 0.
     """

@@ -95,7 +95,7 @@ def incre_flash_attention(query, key, value, *, atten_mask=None, actual_seq_leng
     ``(B|1, Nq, 1, S)``; ``actual_seq_lengths`` per-batch KV lengths (length 1 broadcasts);
     ``pse_shift`` ``(B|1, Nq, 1, S)``; ``kv_padding_size`` int64 one element (left padding).
 
-    Quantisation (semantics.md §7.5): int8 query/key/value with ``dequant_scale1``,
+    Quantisation (docs/semantics.md §7.5): int8 query/key/value with ``dequant_scale1``,
     ``quant_scale1``, ``dequant_scale2`` -> fp16 output (scenario B), plus ``quant_scale2`` [and
     ``quant_offset2``] -> int8 output (A); fp16/bf16 in with ``quant_scale2`` -> int8 out (C),
     per tensor or per channel (Nq*D values). Dequant scales: float32 values or uint64/int64 words

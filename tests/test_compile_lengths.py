@@ -217,3 +217,31 @@ def test_self_attention_decode_growing_offsets(form):
     for a, b in zip(comp_caches, eager_caches):
         assert torch.equal(a, b)
     assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# ----------------------------------------------------------------------------- flash-attn layer
+
+KV_BATCH, KV_CACHE, KV_HEADS, KV_DIM = 2, 24, 2, 16
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_flash_attn_with_kvcache_decode_growing_lengths(form):
+    """Decode with an in-place cache append: the new k / v go to row cache_seqlens[b] of each cache."""
+    def decode(q, k_cache, v_cache, k, v, cache_seqlens):
+        return ascend_attn.flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens,
+                                                   causal=True)
+
+    counter = CompileCounter()
+    compiled = torch.compile(decode, backend=counter, fullgraph=True)
+    gen = torch.Generator().manual_seed(7)
+    cache = [torch.randn(KV_BATCH, KV_CACHE, KV_HEADS, KV_DIM, generator=gen).half() for _ in range(2)]
+    eager_caches, comp_caches = [c.clone() for c in cache], [c.clone() for c in cache]
+    lengths = [3, 8]
+    for _ in range(STEPS):
+        q, k, v = (torch.randn(KV_BATCH, 1, KV_HEADS, KV_DIM, generator=gen).half() for _ in range(3))
+        got = compiled(q, *comp_caches, k, v, given_as(form, lengths))
+        assert_same(got, decode(q, *eager_caches, k, v, lengths))
+        lengths = [n + 1 for n in lengths]
+    for a, b in zip(comp_caches, eager_caches):
+        assert torch.equal(a, b)
+    assert counter.frame_count <= MAX_COMPILES[form]

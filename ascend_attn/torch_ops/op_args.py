@@ -75,10 +75,11 @@ class OpArgs:
             out[n] = host_lengths(op, n, values[n], known=known)
         return out
 
-    def public(self, prepare):
+    def public(self, prepare, finish=None):
         """Decorator: the decorated function's signature and docstring are the public API; calling it
         binds the call to that signature, applies ``prepare(values) -> values`` (normalisation of host
-        arguments) and calls the op. The body of the decorated function is never run.
+        arguments) and calls the op; ``finish(values, output)``, where given, shapes the op's output into
+        the public return value. The body of the decorated function is never run.
         ``<public>.op_arguments(...)`` gives the op's arguments for a call without calling the op
         (tests call the op directly with them: opcheck)."""
         def wrap(api):
@@ -107,7 +108,9 @@ class OpArgs:
 
             @functools.wraps(api)
             def call(*args, **kwargs):
-                return packet(*op_arguments(*args, **kwargs))
+                values = op_arguments(*args, **kwargs)
+                output = packet(*values)
+                return output if finish is None else finish(dict(zip(self.names, values)), output)
             call.op_arguments = op_arguments
             return call
         return wrap

@@ -749,7 +749,8 @@ def check_incre_flash_attention(
     """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (docs/semantics.md §7, docs/errors.md).
 
     ``key``/``value``: a TensorMeta or a list of them (tensor-list form). ``actual_seq_lengths``:
-    host list, None, or not known (:func:`lengths_known`: the value checks are skipped). Other tensors: TensorMeta or None. Returns None if shapes are unknown.
+    host list, None, or not known (:func:`lengths_known`: the value checks are skipped). Other tensors:
+    TensorMeta or None. Returns None if shapes are unknown.
     """
     check_choice(op, "input_layout", input_layout, IFA_LAYOUTS)
     if inner_precise not in (0, 1):

@@ -11,8 +11,8 @@ tensors, not ``int[]``: torch.compile then treats them as data (one graph for ev
 the same batch count) instead of baking each list into the graph. :func:`lengths_tensor` is the one
 conversion the public functions use; :func:`host_lengths` is how the kernels read them back: the real
 kernels get the values (and run the full validation before writing anything), the fake kernels get
-one ``...`` per value (count known, values unknown), so they check shapes, dtypes and counts only. Output shapes never depend
-on length values.
+one ``...`` per value (count known, values unknown), so they check shapes, dtypes and counts only.
+Output shapes never depend on length values.
 """
 from __future__ import annotations
 

@@ -8,8 +8,6 @@ run the same shared validation first.
 """
 from __future__ import annotations
 
-import torch
-
 from .. import validation as V
 from ..kernels import ring_attention_update as kernel
 from .op_args import OpArgs, host_lengths, lengths_tensor

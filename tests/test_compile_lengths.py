@@ -95,7 +95,7 @@ def test_flash_attention_forward_fresh_lengths(form):
     assert counter.frame_count <= MAX_COMPILES[form]
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", ["list", "tensor"])  # a tuple takes the list's path (forward test)
 def test_flash_attention_training_fresh_lengths(form):
     def loss_of(q, k, v, seq_q, seq_kv):
         out = ascend_attn.flash_attention_varlen_score(q, k, v, FA_HEADS, seq_q, seq_kv, **FA_KW)[0]

@@ -658,23 +658,10 @@ def _per_batch(op, name, value, batch, default):
     return values
 
 
-def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
-                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
-                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
-    """flash-attn's decoding attention with an in-place KV cache update (§8.3). Forward only.
-
-    q ``(batch_size, seqlen_q, nheads, headdim)``; caches ``(batch_size_cache, seqlen_cache,
-    nheads_k, headdim)`` or pages ``(num_blocks, page_block_size, nheads_k, headdim)`` with
-    ``block_table (batch_size, max_num_blocks_per_seq)``; new ``k``/``v`` ``(batch_size,
-    seqlen_new, nheads_k, headdim)`` are written at ``cache_seqlens`` first (rotary applied to q and
-    the new k when ``rotary_cos``/``rotary_sin`` ``(seqlen_ro, rotary_dim / 2)`` are given).
-    ``cache_leftpad (batch_size,)``: the valid keys of sequence b start at ``cache_leftpad[b]``.
-    Every argument is checked before the caches are written. Returns out ``(batch_size, seqlen_q,
-    nheads, headdim)``, and ``softmax_lse (batch_size, nheads, seqlen_q)`` with
-    ``return_softmax_lse``. Decode steps (seqlen_q 1, fp16/bf16, no ALiBi/softcap/LSE) run on
-    IncreFlashAttention, everything else on the varlen op.
-    """
+def _kvcache_metadata(q, k_cache, v_cache, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes,
+                      block_table):
+    """The checks of flash_attn_with_kvcache that read no tensor data (shapes, dtypes, scalars): run by
+    the public function, the op's real kernel and its fake kernel alike."""
     op = "flash_attn_with_kvcache"
     paged = block_table is not None
     _check_tensor(op, "q", q, 4, "(batch_size, seqlen_q, nheads, headdim)")
@@ -698,6 +685,17 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     _check_scalars(op, 0.0, softmax_scale, softcap)
     left, right = window_pair(op, window_size, causal)
     alibi = check_alibi(op, alibi_slopes, n, batch, q.device)
+    return paged, (batch, sq, n, d), s_new, (left, right), alibi
+
+
+def _with_kvcache(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, cache_leftpad,
+                  block_table, softmax_scale, causal, window_size, softcap, rotary_interleaved, alibi_slopes, num_splits,
+                  return_softmax_lse):
+    """flash_attn_with_kvcache on host values (the real kernel of ``ascend_attn::flash_attn_with_kvcache``):
+    every check, then the cache writes and the attention."""
+    op = "flash_attn_with_kvcache"
+    paged, (batch, sq, n, d), s_new, (left, right), alibi = _kvcache_metadata(
+        q, k_cache, v_cache, k, v, softmax_scale, causal, window_size, softcap, alibi_slopes, block_table)
     page = k_cache.shape[1] if paged else None
     if paged and cache_batch_idx is not None:
         raise V.value_error(op, "cache_batch_idx", "None with a paged cache (block_table)", "a tensor")
@@ -791,3 +789,79 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if return_softmax_lse:
         return out, lse.view(batch, sq, n).permute(0, 2, 1).contiguous()
     return out
+
+
+# ----------------------------------------------------------------------------- flash_attn_with_kvcache op
+
+# flash_attn_with_kvcache reads cache_seqlens (and cache_batch_idx / cache_leftpad) on the host to place
+# the new rows and the valid key ranges: that work is the real kernel of one custom op, so a compiled
+# decode step takes the lengths as data (no recompilation as they grow); its fake kernel runs the checks
+# of metadata only. Output shapes depend on q alone.
+from .torch_ops.op_args import OpArgs, lengths_tensor  # noqa: E402  (registers the package's ops)
+
+KVCACHE = OpArgs("flash_attn_with_kvcache", (
+    "(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k, Tensor? v, Tensor? rotary_cos, "
+    "Tensor? rotary_sin, Tensor? cache_seqlens, Tensor? cache_batch_idx, Tensor? cache_leftpad, "
+    "Tensor? block_table, float? softmax_scale, bool causal, int[] window_size, float softcap, "
+    "bool rotary_interleaved, Tensor? alibi_slopes, int num_splits, bool return_softmax_lse) -> (Tensor, Tensor)"))
+_KVCACHE_METADATA = ("q", "k_cache", "v_cache", "k", "v", "softmax_scale", "causal", "window_size", "softcap",
+                     "alibi_slopes", "block_table")
+
+
+def _kvcache_kernel(a: dict):
+    out = _with_kvcache(**a)
+    return out if a["return_softmax_lse"] else (out, a["q"].new_empty((0,), dtype=torch.float32))
+
+
+def _kvcache_fake(a: dict):
+    _, (batch, sq, n, _), *_ = _kvcache_metadata(*(a[name] for name in _KVCACHE_METADATA))
+    lse_shape = (batch, n, sq) if a["return_softmax_lse"] else (0,)
+    return a["q"].new_empty(a["q"].shape), a["q"].new_empty(lse_shape, dtype=torch.float32)
+
+
+flash_attn_with_kvcache_op = KVCACHE.define(_kvcache_kernel, mutates_args=("k_cache", "v_cache"))
+flash_attn_with_kvcache_op.register_fake(KVCACHE.binding(_kvcache_fake))
+
+
+def _kvcache_prepare(a: dict) -> dict:
+    """The metadata checks (in the caller's terms, before the op), host integer arguments as tensors."""
+    op = "flash_attn_with_kvcache"
+    _kvcache_metadata(*(a[name] for name in _KVCACHE_METADATA))
+    for name in ("cache_seqlens", "cache_batch_idx", "cache_leftpad"):
+        x = a[name]
+        if isinstance(x, torch.Tensor) and name != "cache_seqlens":
+            continue  # read by the kernel where it lives
+        if V._is_integer(x) and not isinstance(x, bool):  # one value for every sequence
+            x = [x] * a["q"].shape[0]
+        a[name] = lengths_tensor(op, name, x)
+    a["window_size"] = list(window_pair(op, a["window_size"], False))
+    a["softcap"] = float(a["softcap"])
+    if a["softmax_scale"] is not None:
+        a["softmax_scale"] = float(a["softmax_scale"])
+    return a
+
+
+def _kvcache_finish(a: dict, output):
+    return output if a["return_softmax_lse"] else output[0]
+
+
+@KVCACHE.public(_kvcache_prepare, _kvcache_finish)
+def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
+                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
+                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
+    """flash-attn's decoding attention with an in-place KV cache update (§8.3). Forward only.
+
+    q ``(batch_size, seqlen_q, nheads, headdim)``; caches ``(batch_size_cache, seqlen_cache,
+    nheads_k, headdim)`` or pages ``(num_blocks, page_block_size, nheads_k, headdim)`` with
+    ``block_table (batch_size, max_num_blocks_per_seq)``; new ``k``/``v`` ``(batch_size,
+    seqlen_new, nheads_k, headdim)`` are written at ``cache_seqlens`` first (rotary applied to q and
+    the new k when ``rotary_cos``/``rotary_sin`` ``(seqlen_ro, rotary_dim / 2)`` are given).
+    ``cache_leftpad (batch_size,)``: the valid keys of sequence b start at ``cache_leftpad[b]``.
+    Every argument is checked before the caches are written. Returns out ``(batch_size, seqlen_q,
+    nheads, headdim)``, and ``softmax_lse (batch_size, nheads, seqlen_q)`` with
+    ``return_softmax_lse``. Decode steps (seqlen_q 1, fp16/bf16, no ALiBi/softcap/LSE) run on
+    IncreFlashAttention, everything else on the varlen op. ``cache_seqlens``: an int, a list or a
+    ``(batch_size,)`` integer tensor (a device tensor is read on the host once); under torch.compile
+    the lengths are data: a decode loop with growing lengths compiles once for a tensor.
+    """

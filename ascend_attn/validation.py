@@ -183,6 +183,16 @@ def int_list(op: str, arg: str, value: Any) -> list[int] | None:
     raise type_error(op, arg, "a list, tuple or 1-D integer tensor", type(value).__name__)
 
 
+def lengths_known(values: Any) -> bool:
+    """Whether the values of a host length argument are known: ``None`` (absent) or a list of ints.
+
+    Not known: ``...`` (nothing known: MindSpore's graph compile) or a list holding ``...`` (the count
+    known, the values not: torch's fake kernels, where lengths are tensor data). Checks that read
+    values are skipped then; the kernel that has the values runs them before writing any output.
+    """
+    return values is not Ellipsis and (values is None or not any(v is Ellipsis for v in values))
+
+
 # ----------------------------------------------------------------------------- RingAttentionUpdate
 
 RAU_OP = "ring_attention_update"
@@ -229,8 +239,8 @@ def check_ring_attention_update(
 ) -> RingUpdatePlan | None:
     """Validate RingAttentionUpdate inputs (docs/semantics.md §1, docs/errors.md).
 
-    ``actual_seq_qlen`` is the host list, ``None`` when absent, or ``...`` when present but its
-    values are not known yet (graph compilation). ``ub_limit`` adds MindSpore's V1 UB-size rule.
+    ``actual_seq_qlen`` is the host list, ``None`` when absent, or not known yet (graph compilation,
+    :func:`lengths_known`). ``ub_limit`` adds MindSpore's V1 UB-size rule.
     Returns the plan, or None when shapes were not all known.
     """
     check_choice(op, layout_arg, input_layout, RAU_LAYOUTS)
@@ -284,7 +294,7 @@ def check_ring_attention_update(
                     f"N = {n}, D = {d}, {prev_attn_out.dtype}: {need}")
         offsets = None
         stats_layout = "TND" if input_softmax_layout == "TND" else "NTD"
-        if stats_layout == "NTD" and actual_seq_qlen is not Ellipsis:
+        if stats_layout == "NTD" and lengths_known(actual_seq_qlen):
             offsets = tuple(check_rau_seq_qlen(actual_seq_qlen, t, op=op, layout_arg=layout_arg))
         return RingUpdatePlan("TND", stats_layout, n, d, offsets)
 
@@ -424,8 +434,10 @@ def check_flash_attention(
 ) -> FlashPlan | None:
     """Validate the FA V4 forward / grad arguments shared by both ops (docs/errors.md).
 
-    Length arguments are host lists (already normalised with ``int_list``). Returns None when
-    shapes are not known (MindSpore graph compile, dtype pass).
+    Length arguments (``actual_seq_qlen``, ``actual_seq_kvlen``, ``prefix``) are host lists (already
+    normalised with ``int_list``), or not known (:func:`lengths_known`: torch.compile's fake kernels):
+    then only the checks of metadata run, the kernel that has the values runs the rest.
+    Returns None when shapes or length values are not known (MindSpore graph compile, dtype pass).
     """
     check_choice(op, layout_arg, softmax_layout, FA_SOFTMAX_LAYOUTS)
     check_same_device(op, "query", query, key=key, value=value, pse=pse, drop_mask=drop_mask, atten_mask=atten_mask)
@@ -447,15 +459,20 @@ def check_flash_attention(
     if pse is not None:
         check_dtype(op, "pse", pse, ("float32",) if pse_type in (2, 3) else (query.dtype,) if query.dtype else fa_float_dtypes())
 
-    seq_q = fa_seq_lengths(op, "actual_seq_qlen", actual_seq_qlen)
-    seq_kv = fa_seq_lengths(op, "actual_seq_kvlen", actual_seq_kvlen)
-    if len(seq_q) != len(seq_kv):
-        raise value_error(op, "actual_seq_kvlen", f"the same number of sequences as actual_seq_qlen ({len(seq_q)})",
-                          len(seq_kv))
-    batch = len(seq_q)
-    if batch > (FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH):
-        raise value_error(op, "actual_seq_qlen", f"B <= {FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH}"
-                          + (" with prefix" if prefix is not None else ""), f"B = {batch}")
+    values_known = all(lengths_known(x) for x in (actual_seq_qlen, actual_seq_kvlen, prefix))
+    seq_q = seq_kv = batch = None  # the values / the count; a list of ... has a count only
+    if values_known:
+        seq_q = fa_seq_lengths(op, "actual_seq_qlen", actual_seq_qlen)
+        seq_kv = fa_seq_lengths(op, "actual_seq_kvlen", actual_seq_kvlen)
+    if not any(x is Ellipsis for x in (actual_seq_qlen, actual_seq_kvlen, prefix)):
+        if len(actual_seq_qlen) != len(actual_seq_kvlen):
+            raise value_error(op, "actual_seq_kvlen", f"the same number of sequences as actual_seq_qlen "
+                              f"({len(actual_seq_qlen)})", len(actual_seq_kvlen))
+        batch = len(actual_seq_qlen)
+        if batch > (FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH):
+            raise value_error(op, "actual_seq_qlen",
+                              f"B <= {FA_MAX_BATCH_PREFIX if prefix is not None else FA_MAX_BATCH}"
+                              + (" with prefix" if prefix is not None else ""), f"B = {batch}")
     if keep_prob < 1.0 and drop_mask is None:
         raise value_error(op, "drop_mask", "a bit-packed uint8 mask whenever keep_prob < 1", "None")
     if pse_type in (0, 2, 3) and pse is None:
@@ -480,6 +497,12 @@ def check_flash_attention(
         raise value_error(op, "query", f"1 <= D <= {FA_MAX_HEAD_DIM}", f"D = {d}")
     if t1 > FA_MAX_TOKENS or t2 > FA_MAX_TOKENS:
         raise value_error(op, "query" if t1 > FA_MAX_TOKENS else "key", f"T <= {FA_MAX_TOKENS}", f"T1 = {t1}, T2 = {t2}")
+    if not values_known:  # the checks that need only the count
+        if batch is not None:
+            _fa_check_mask(op, atten_mask, sparse_mode, None, None, t1, t2, pre_tokens, next_tokens, prefix, batch)
+            _fa_check_pse(op, pse, pse_type, sparse_mode, None, None, n1, batch, q_start, kv_start,
+                          atten_mask is not None)
+        return None
     if sum(seq_q) > t1:
         raise value_error(op, "actual_seq_qlen", f"a total <= T1 = {t1}", sum(seq_q))
     if sum(seq_kv) > t2:
@@ -495,7 +518,7 @@ def check_flash_attention(
 
     prefix_list = int_list(op, "prefix", prefix)
     mask_form = _fa_check_mask(op, atten_mask, sparse_mode, seq_q, seq_kv, t1, t2, pre_tokens,
-                               next_tokens, prefix_list)
+                               next_tokens, prefix_list, batch)
     pse_form = _fa_check_pse(op, pse, pse_type, sparse_mode, seq_q, seq_kv, n1, batch, q_start, kv_start,
                              atten_mask is not None)
     if pse_form == "alibi":
@@ -513,14 +536,24 @@ def check_flash_attention(
                      "TND" if softmax_layout == "same_as_input" else "NTD")
 
 
-def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix):
-    """Mask shape per sparse mode, and the per-mode length rules that apply with a mask (§4, §10)."""
-    if mode == 6 and (prefix is None or len(prefix) != len(seq_q)):
-        raise value_error(op, "prefix", f"a list of B = {len(seq_q)} ints when sparse_mode is 6",
+def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix, batch):
+    """Mask shape per sparse mode, and the per-mode length rules that apply with a mask (§4, §10).
+
+    ``seq_q`` / ``seq_kv`` None: only the ``batch`` count is known, the checks that read lengths are
+    left to the kernel that has them (returns None then)."""
+    if mode == 6 and (prefix is None or len(prefix) != batch):
+        raise value_error(op, "prefix", f"a list of B = {batch} ints when sparse_mode is 6",
                           "None" if prefix is None else f"{len(prefix)} values")
     if atten_mask is None:
         return None  # full attention whatever the mode (CANN documents this)
     shape = atten_mask.shape
+    if mode not in (0, 1):
+        want = FA_COMPRESSED[mode]
+        if shape != want:
+            raise value_error(op, "atten_mask", f"the compressed {want[0]}x{want[1]} mask for sparse_mode {mode}",
+                              f"shape {quote(shape)}")
+    if seq_q is None:
+        return None
     max_q, max_kv = max(seq_q), max(seq_kv)
     if mode in (0, 1):
         if len(shape) != 2:
@@ -534,10 +567,6 @@ def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix
             raise value_error(op, "atten_mask", f"shape [maxS1, maxS2] = {quote((max_q, max_kv))} or [T1, T2] = "
                               f"{quote((t1, t2))}", f"shape {quote(shape)}")
     else:
-        want = FA_COMPRESSED[mode]
-        if shape != want:
-            raise value_error(op, "atten_mask", f"the compressed {want[0]}x{want[1]} mask for sparse_mode {mode}",
-                              f"shape {quote(shape)}")
         form = "compressed"
     active = [b for b, s in enumerate(seq_q) if s > 0]
     if mode == 3:
@@ -591,12 +620,12 @@ def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix
 def _fa_check_pse(op, pse, pse_type, mode, seq_q, seq_kv, n1, batch, q_start, kv_start, has_mask):
     if pse is None:
         return None
-    if any(s == 0 for s in seq_q):
+    if seq_q is not None and any(s == 0 for s in seq_q):
         raise value_error(op, "pse", "sequences with S1_b > 0 only (no zero-length query sequence) when pse is given",
                           f"actual_seq_qlen lengths {list(seq_q)}")
     if mode == 7 and has_mask:
         raise value_error(op, "pse", "None with sparse_mode 7", "a tensor")
-    if mode == 8 and has_mask:
+    if mode == 8 and has_mask and seq_q is not None:
         if any(a != b for a, b in zip(seq_q[1:], seq_kv[1:])) or seq_q[0] - seq_kv[0] + q_start - kv_start != 0:
             raise value_error(op, "pse", "S1_b == S2_b for b >= 1 and S1_0 - S2_0 + q_start_idx - kv_start_idx == 0 "
                               "with sparse_mode 8", f"S1 {list(seq_q)}, S2 {list(seq_kv)}")
@@ -608,6 +637,8 @@ def _fa_check_pse(op, pse, pse_type, mode, seq_q, seq_kv, n1, batch, q_start, kv
             raise value_error(op, "pse", f"ALiBi slopes of shape [N1] = [{n1}] or [B, N1] = [{batch}, {n1}] "
                               f"for pse_type {pse_type}", f"shape {quote(shape)}")
         return "slopes"
+    if seq_q is None:  # lengths not known
+        return None
     full = n1 * sum(a * b for a, b in zip(seq_q, seq_kv))
     row = n1 * sum(seq_kv)
     if len(shape) == 1 and shape[0] == full:
@@ -672,7 +703,8 @@ class IncrePlan:
     (num_blocks, Nkv, block_size, D)). ``scenario``: "float", "A", "B" or "C" (§7.5).
     ``antiquant``: None, "channel" or "tensor". ``mask_heads``: the mask has a per-head row.
     ``starts``/``ends`` are for right padding; with ``left_padding`` the kernel reads the padding
-    size and calls :func:`ifa_left_padding`.
+    size and calls :func:`ifa_left_padding`. They are None when the lengths were not known (the
+    fake kernel under torch.compile: it needs the output dtype only).
     """
 
     layout: str
@@ -680,8 +712,8 @@ class IncrePlan:
     heads_q: int
     heads_kv: int
     head_dim: int
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
+    starts: tuple[int, ...] | None
+    ends: tuple[int, ...] | None
     caps: tuple[int, ...]  # cache length S_b of each batch (M*block_size when paged)
     left_padding: bool  # kv_padding_size given together with actual_seq_lengths
     kv_form: str
@@ -717,7 +749,8 @@ def check_incre_flash_attention(
     """Validate IncreFlashAttention (V2 quant + V4 extensions) arguments (docs/semantics.md §7, docs/errors.md).
 
     ``key``/``value``: a TensorMeta or a list of them (tensor-list form). ``actual_seq_lengths``:
-    host list or None. Other tensors: TensorMeta or None. Returns None if shapes are unknown.
+    host list, None, or not known (:func:`lengths_known`: the value checks are skipped). Other tensors:
+    TensorMeta or None. Returns None if shapes are unknown.
     """
     check_choice(op, "input_layout", input_layout, IFA_LAYOUTS)
     if inner_precise not in (0, 1):
@@ -839,7 +872,9 @@ def check_incre_flash_attention(
     if not 1 <= dim <= IFA_MAX_HEAD_DIM:
         raise value_error(op, "query", f"1 <= D <= {IFA_MAX_HEAD_DIM}", f"D = {dim}")
 
-    seq_lens = list(actual_seq_lengths) if actual_seq_lengths is not None else None
+    # None: absent; ...: present, values unknown (torch.compile's fake kernel: the real kernel checks them)
+    seq_lens = actual_seq_lengths if actual_seq_lengths is None or actual_seq_lengths is Ellipsis \
+        else list(actual_seq_lengths)
     if paged:
         kv_form, paged_layout = "paged", None
         cache = keys[0].shape
@@ -901,9 +936,11 @@ def check_incre_flash_attention(
         if not is_list:
             caps = caps * batch
     # lengths and the valid range (§7.2)
-    if seq_lens is not None:
-        if len(seq_lens) not in (1,) and len(seq_lens) < batch:
-            raise value_error(op, "actual_seq_lengths", f"1 or at least B = {batch} values", f"{len(seq_lens)} values")
+    if seq_lens is not None and seq_lens is not Ellipsis and len(seq_lens) not in (1,) and len(seq_lens) < batch:
+        raise value_error(op, "actual_seq_lengths", f"1 or at least B = {batch} values", f"{len(seq_lens)} values")
+    if not lengths_known(seq_lens):
+        lens = None
+    elif seq_lens is not None:
         seq_lens = (seq_lens * batch if len(seq_lens) == 1 else seq_lens[:batch])
         for b, (length, cap) in enumerate(zip(seq_lens, caps)):
             if not 0 <= length <= cap:
@@ -944,7 +981,8 @@ def check_incre_flash_attention(
                               f"[{heads_q * dim}] or [{heads_q}, {dim}])", f"shape {quote(quant_scale2.shape)}")
         quant_channel = n != 1
     # mask and pse_shift shapes (§7.2)
-    needed = max(caps) if paged else max(lens)  # left padding: re-checked once the size is read
+    # left padding: re-checked once the size is read; lengths not known: checked by the real kernel
+    needed = max(caps) if paged else None if lens is None else max(lens)
     mask_heads = False
     if atten_mask is not None:
         ms = atten_mask.shape
@@ -955,19 +993,20 @@ def check_incre_flash_attention(
         else:
             raise value_error(op, mask_arg, f"shape (B, S), (B, 1, S), (B, 1, 1, S), (B, Nq, 1, S) or (1, Nq, 1, S) "
                               f"with B = {batch}, Nq = {heads_q}", f"shape {quote(ms)}")
-        if ms[-1] < needed:
+        if needed is not None and ms[-1] < needed:
             raise value_error(op, mask_arg, f"a last dimension >= the KV length {needed}", ms[-1])
     if pse_shift is not None:
         ps = pse_shift.shape
         if len(ps) != 4 or ps[0] not in (1, batch) or ps[1] != heads_q or ps[2] != 1:
             raise value_error(op, "pse_shift", f"shape (B|1, Nq, 1, S) with B = {batch}, Nq = {heads_q}",
                               f"shape {quote(ps)}")
-        if ps[3] < needed:
+        if needed is not None and ps[3] < needed:
             raise value_error(op, "pse_shift", f"a last dimension >= the KV length {needed}", ps[3])
         if dim % 16:
             raise value_error(op, "pse_shift", "D % 16 == 0", f"D = {dim}")
     out_dtype = {"A": "int8", "B": "float16", "C": "int8", "float": query.dtype}[scenario]
-    return IncrePlan(input_layout, batch, heads_q, heads_kv, dim, tuple(0 for _ in lens), tuple(lens), tuple(caps),
+    starts, ends = (None, None) if lens is None else (tuple(0 for _ in lens), tuple(lens))
+    return IncrePlan(input_layout, batch, heads_q, heads_kv, dim, starts, ends, tuple(caps),
                      left_padding, kv_form, paged_layout, block_size, scenario, antiquant, atten_mask is not None,
                      mask_heads, pse_shift is not None, quant_channel, float(scale_value), out_dtype)
 

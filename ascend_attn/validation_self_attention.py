@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .validation import (TensorMeta, check_dtype, check_rank, check_same_device, check_same_dtype,
+from .validation import (TensorMeta, lengths_known, check_dtype, check_rank, check_same_device, check_same_dtype,
                          check_same_shape, quote, type_error, value_error)
 
 OP = "self_attention"
@@ -213,6 +213,14 @@ class SAPlan:
 
 # ----------------------------------------------------------------------------- helpers
 
+def output_dtype(query_dtype: str | None, quant_type: int, out_data_type: int) -> str | None:
+    """The output's dtype name (also the compute dtype): the query's, or with full quantization
+    ``out_data_type``'s (float16 for ACL_FLOAT16, else bfloat16)."""
+    if quant_type != QUANT_UNDEFINED:
+        return "float16" if out_data_type == ACL_FLOAT16 else "bfloat16"
+    return query_dtype
+
+
 def _is_seq(x) -> bool:
     return isinstance(x, (list, tuple)) and not isinstance(x, TensorMeta)
 
@@ -346,7 +354,8 @@ def check_self_attention(
 
     ``cache_k`` / ``cache_v``: a TensorMeta, a list of them (one per batch: the kv tensor-list form) or
     None / []. Host lists (``seq_len``, ``token_offset``, ``layer_id``, ``batch_run_status``): ``list[int]``,
-    ``None`` when absent, ``...`` when present but unknown (graph compilation). Returns the plan, or None
+    ``None`` when absent, ``...`` when present but unknown (graph compilation), a list of ``...`` when only
+    their count is known (torch's fake kernels: the checks of values are left to the real kernel). Returns the plan, or None
     while shapes are not known.
     """
     caches_k, caches_v = _meta_list(cache_k), _meta_list(cache_v)
@@ -419,8 +428,7 @@ def check_self_attention(
     # --- dtypes
     if quant:
         check_dtype(op, "query", query, ("int8",))
-        compute = "float16" if out_data_type == ACL_FLOAT16 else "bfloat16"
-        out_dtype = compute
+        compute = out_dtype = output_dtype(query.dtype, quant_type, out_data_type)
     else:
         check_dtype(op, "query", query, SA_DTYPES)
         compute = out_dtype = query.dtype
@@ -455,11 +463,14 @@ def check_self_attention(
     batch = len(seq_len)
     if batch < 1:
         raise value_error(op, "seq_len", "at least one batch", "an empty list")
-    if any(s < 0 for s in seq_len):
+    # the counts but not the values of lists holding ``...`` are known (torch's fake kernels): the checks
+    # that read values run where they are known (the real kernels)
+    values_known = all(lengths_known(x) for x in (seq_len, token_offset, batch_run_status))
+    if lengths_known(seq_len) and any(s < 0 for s in seq_len):
         raise value_error(op, "seq_len", "non-negative lengths", quote(list(seq_len)))
     status = _check_host_list(op, "batch_run_status", batch_run_status, batch, required=batch_run_status_enable,
                               why="batch_run_status_enable is True")
-    if isinstance(status, list) and any(s not in (0, 1) for s in status):
+    if isinstance(status, list) and lengths_known(status) and any(s not in (0, 1) for s in status):
         raise value_error(op, "batch_run_status", "values 0 (skip the batch) or 1 (compute it)", quote(status))
     offsets = None
     if not pa:
@@ -472,10 +483,12 @@ def check_self_attention(
         layer = int(layer_id[0])
     if status is Ellipsis or offsets is Ellipsis or layer_id is Ellipsis:
         return None
-    active = tuple(bool(s) for s in status) if isinstance(status, list) else (True,) * batch
-    seq_q = tuple(int(s) for s in seq_len)
-    seq_kv = seq_q if pa else tuple(int(t) for t in offsets)
-    for b in range(batch):
+    active = seq_q = seq_kv = None
+    if values_known:
+        active = tuple(bool(s) for s in status) if isinstance(status, list) else (True,) * batch
+        seq_q = tuple(int(s) for s in seq_len)
+        seq_kv = seq_q if pa else tuple(int(t) for t in offsets)
+    for b in range(batch if values_known else 0):
         if not active[b]:
             continue
         if calc_type == DECODER and seq_q[b] != 1:
@@ -512,12 +525,14 @@ def check_self_attention(
         meta = quant_given[name]
         if meta is not None:
             _check_head_vector(op, name, meta, head_num, ("float32",) if "offset" not in name else ("int32",))
-    if log_n is not None and log_n.shape is not None:
+    if log_n is not None and log_n.shape is not None and (values_known or calc_type == DECODER):
         need = batch if calc_type == DECODER else max([s for s, a in zip(seq_q, active) if a], default=0)
         what = "B = len(seq_len) values (one per batch) with calc_type DECODER" if calc_type == DECODER else \
             f"at least max(seq_len) = {need} values (one per query position) with calc_type PA_ENCODER"
         if len(log_n.shape) != 1 or log_n.shape[0] < need or (calc_type == DECODER and log_n.shape[0] != need):
             raise value_error(op, "log_n", f"a 1-D tensor of {what}", f"shape {quote(log_n.shape)}")
+    if not values_known:
+        return None
     binary = hp or compute == "bfloat16"
     return SAPlan(flow, calc_type, kernel_type, (float(clamp_min), float(clamp_max)) if clamp_type else None,
                   mask_type, mask_form, binary, bypass, logn, quant_type, input_layout, batch, head_num, heads_kv, dim,
@@ -555,6 +570,8 @@ def _check_bsnd_qkv(op, query, key, value, heads_q, heads_kv, seq_q, pa):
         if meta.shape != kv_shape:
             raise value_error(op, name, f"shape {quote(kv_shape)} (the query's tokens, kv_head_num = {heads_kv} "
                               f"heads of size {dim})", f"shape {quote(meta.shape)}")
+    if seq_q is None:  # values not known
+        return dim, rank, None
     if sum(seq_q) > query.shape[0]:
         raise value_error(op, "seq_len", f"a total <= nTokens = {query.shape[0]}", sum(seq_q))
     offsets, o = [], 0
@@ -588,7 +605,7 @@ def _check_caches(op, caches_k, caches_v, is_list, brs, heads_kv, dim, seq_kv, a
                 raise value_error(op, "layer_id", f"a layer in [0, {k.shape[0]})", layer)
         caps.append(k.shape[-2])
     caps = caps if is_list else caps * batch
-    for b in range(batch):
+    for b in range(batch if active is not None else 0):
         if active[b] and seq_kv[b] > caps[b]:
             raise value_error(op, "token_offset", f"values <= the cache length {caps[b]} (batch {b})", seq_kv[b])
     return ("list" if is_list else "tensor"), not brs
@@ -610,7 +627,7 @@ def _check_bnsd(op, query, caches_k, caches_v, heads_q, heads_kv, seq_q, seq_kv,
                           f"shape {quote(k.shape)}")
     if not 0 <= layer < k.shape[0]:
         raise value_error(op, "layer_id", f"a layer in [0, {k.shape[0]})", layer)
-    for i in range(batch):
+    for i in range(batch if active is not None else 0):
         if active[i] and seq_q[i] > s:
             raise value_error(op, "seq_len", f"values <= the query's seq_len axis {s} (BNSD)",
                               f"{seq_q[i]} (batch {i})")
@@ -631,8 +648,6 @@ def _check_mask(op, mask, mask_type, heads, batch, seq_q, seq_kv, active):
             raise value_error(op, "attention_mask", "the compressed [256, 256] ALiBi bias with a compressed ALiBi "
                               "mask_type (the [head_num, seqlen, 128] form is not supported)", f"shape {quote(shape)}")
         return "alibi_compressed"
-    rows = max([s for s, a in zip(seq_q, active) if a], default=0)
-    cols = max([s for s, a in zip(seq_kv, active) if a], default=0)
     if mask_type == MASK_NORM:
         forms = {2: "2d", 3: "batch"}
         text = f"[max_q, max_kv] or [B|1, max_q, max_kv] with B = {batch}"
@@ -644,6 +659,10 @@ def _check_mask(op, mask, mask_type, heads, batch, seq_q, seq_kv, active):
     if len(shape) not in forms or not lead_ok:
         raise value_error(op, "attention_mask", f"shape {text} for mask_type {enum_name('mask_type', mask_type)}",
                           f"shape {quote(shape)}")
+    if active is None:  # lengths not known
+        return forms[len(shape)]
+    rows = max([s for s, a in zip(seq_q, active) if a], default=0)
+    cols = max([s for s, a in zip(seq_kv, active) if a], default=0)
     if shape[-2] < rows or shape[-1] < cols:
         raise value_error(op, "attention_mask", f"at least max(seq_len) = {rows} rows and max KV length = {cols} "
                           "columns", f"shape {quote(shape)}")

@@ -117,9 +117,7 @@ def ifa_plan(**features):
     import importlib
     ifa = importlib.import_module("ascend_attn.torch_ops.incre_flash_attention")
     args, kwargs = samples.ifa_case(**features)
-    query, key, value = args
-    kv = lambda x: list(x) if isinstance(x, (list, tuple)) else [x]
-    return ifa.check(query, kv(key), kv(value), ifa._options(dict(kwargs, query=query, key=key, value=value)))
+    return ifa.check(ifa.IFA.bind(ifa.incre_flash_attention.op_arguments(*args, **kwargs), {}), known=True)
 
 
 @pytest.mark.parametrize("features, package_can_run, reason", [

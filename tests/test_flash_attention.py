@@ -279,12 +279,14 @@ SAMPLES = [dict(sparse_mode=3), dict(sparse_mode=0, dropout=True, softmax_layout
 @pytest.mark.parametrize("sample", range(len(SAMPLES)))
 def test_opcheck_forward_and_grad(sample):
     args, kwargs = fa_case("float32", requires_grad=True, **SAMPLES[sample])
-    torch.library.opcheck(torch.ops.ascend_attn.flash_attention_varlen_score.default, args, kwargs)
-    out, smax, ssum = torch.ops.ascend_attn.flash_attention_varlen_score(*args, **kwargs)
+    op_args = ascend_attn.flash_attention_varlen_score.op_arguments(*args, **kwargs)  # lengths as tensors
+    torch.library.opcheck(torch.ops.ascend_attn.flash_attention_varlen_score.default, op_args)
+    out, smax, ssum = torch.ops.ascend_attn.flash_attention_varlen_score(*op_args)
     layout = kwargs.pop("softmax_out_layout")
-    grad_args = (*(a.detach() for a in args[:3]), torch.randn_like(out), *args[3:], smax, ssum, out.detach())
-    torch.library.opcheck(torch.ops.ascend_attn.flash_attention_unpadding_score_grad.default, grad_args,
-                          dict(kwargs, softmax_in_layout=layout))
+    grad_args = ascend_attn.flash_attention_unpadding_score_grad.op_arguments(
+        *(a.detach() for a in args[:3]), torch.randn_like(out), *args[3:], smax, ssum, out.detach(),
+        **dict(kwargs, softmax_in_layout=layout))
+    torch.library.opcheck(torch.ops.ascend_attn.flash_attention_unpadding_score_grad.default, grad_args)
 
 
 def test_torch_compile_fullgraph_forward_and_backward():

@@ -3,8 +3,9 @@
 One row per constraint: the error type, the ``incre_flash_attention: `` prefix, the argument named
 in the message, the "... but got ..." template, and that no input tensor changed. Each row runs on
 the eager torch op and under FakeTensorMode (the fake kernel shares the validation), except the
-value-dependent rows (dequant word bits, referenced block-table entries), which only the eager
-path can see.
+value-dependent rows (dequant word bits, referenced block-table entries, and the rules that read the
+values of actual_seq_lengths: lengths are tensor data under FakeTensor and torch.compile, only their
+count is known), which only the eager path can see.
 """
 from __future__ import annotations
 
@@ -186,23 +187,23 @@ ROWS = [
      ValueError, "dequant_scale1", True),
     # --- actual_seq_lengths (§7.2)
     ("lengths-count-between-1-and-B", "float", kw(actual_seq_lengths=[3, 4]), ValueError, "actual_seq_lengths", False),
-    ("lengths-over-S", "float", kw(actual_seq_lengths=[40, 41, 3]), ValueError, "actual_seq_lengths", False),
-    ("lengths-negative", "float", kw(actual_seq_lengths=[-1]), ValueError, "actual_seq_lengths", False),
-    ("lengths-over-list-S_b", "list", kw(actual_seq_lengths=[7, 31, 1]), ValueError, "actual_seq_lengths", False),
-    ("lengths-over-pages", "paged", kw(actual_seq_lengths=[33, 1, 49]), ValueError, "actual_seq_lengths", False),
+    ("lengths-over-S", "float", kw(actual_seq_lengths=[40, 41, 3]), ValueError, "actual_seq_lengths", True),
+    ("lengths-negative", "float", kw(actual_seq_lengths=[-1]), ValueError, "actual_seq_lengths", True),
+    ("lengths-over-list-S_b", "list", kw(actual_seq_lengths=[7, 31, 1]), ValueError, "actual_seq_lengths", True),
+    ("lengths-over-pages", "paged", kw(actual_seq_lengths=[33, 1, 49]), ValueError, "actual_seq_lengths", True),
     # --- masks and pse_shift shapes/widths (§7.2)
     ("mask-rank-1", "mask", kwfn("atten_mask", lambda m: m.reshape(-1)), ValueError, "atten_mask", False),
     ("mask-batch", "mask", kwfn("atten_mask", lambda m: m[:2]), ValueError, "atten_mask", False),
     ("mask-middle-dim", "mask", kwfn("atten_mask", lambda m: m.expand(-1, 2, -1, -1)), ValueError, "atten_mask", False),
     ("mask-heads-mismatch", "mask", kwfn("atten_mask", lambda m: m.expand(-1, 4, -1, -1)), ValueError, "atten_mask",
      False),
-    ("mask-width-short", "mask", kwfn("atten_mask", lambda m: m[..., :39]), ValueError, "atten_mask", False),
+    ("mask-width-short", "mask", kwfn("atten_mask", lambda m: m[..., :39]), ValueError, "atten_mask", True),
     ("mask-width-short-paged", "paged", kw(atten_mask=torch.zeros(3, 47, dtype=torch.bool)), ValueError, "atten_mask",
      False),
     ("pse-rank", "pse", kwfn("pse_shift", lambda p: p[:, :, 0]), ValueError, "pse_shift", False),
     ("pse-batch", "pse", kwfn("pse_shift", lambda p: p[:2]), ValueError, "pse_shift", False),
     ("pse-heads", "pse", kwfn("pse_shift", lambda p: p[:, :2]), ValueError, "pse_shift", False),
-    ("pse-width-short", "pse", kwfn("pse_shift", lambda p: p[..., :39]), ValueError, "pse_shift", False),
+    ("pse-width-short", "pse", kwfn("pse_shift", lambda p: p[..., :39]), ValueError, "pse_shift", True),
     ("pse-head-dim-not-16-aligned", "float", heads_case(2, 2, d=24, s=4), None, None, False),  # replaced below
     # --- tensor lists (§7.1)
     ("list-length-not-B", "list", both(arg(1, lambda x: x[:2]), arg(2, lambda x: x[:2])), ValueError, "key", False),

@@ -308,7 +308,7 @@ def test_opcheck_and_compile(case):
         args, kwargs = int8_case()
         kwargs["dequant_scale1"] = torch.tensor([3e-4])  # float form (uint64 is not opcheck-friendly)
     q, k, v = args
-    torch.library.opcheck(torch.ops.ascend_attn.incre_flash_attention.default, (q, [k], [v]),
-                          {**kwargs, "scale_value": float(kwargs.get("scale_value", 1.0))})
+    torch.library.opcheck(torch.ops.ascend_attn.incre_flash_attention.default,
+                          ascend_attn.incre_flash_attention.op_arguments(q, k, v, **kwargs))
     fn = torch.compile(lambda q, k, v: ascend_attn.incre_flash_attention(q, k, v, **kwargs), fullgraph=True)
     assert torch.equal(fn(q, k, v), ascend_attn.incre_flash_attention(q, k, v, **kwargs))

@@ -296,12 +296,8 @@ OPCHECK_CASES = [("pa-alibi", ("compressed", "high_precision"), dict(mask_type=4
 def test_opcheck_and_compile(name, features, kw):
     args, kwargs = sa_case(features, **kw)
     q, k, v, ck, cv, mask = args
-    caches = lambda c: [q.new_empty(0)] if c is None else (list(c) if isinstance(c, list) else [c])  # noqa: E731
-    from ascend_attn import validation_self_attention as SV
-    op_kwargs = {n: (SV.enum_value(n, x) if n in ("calc_type", "mask_type", "quant_type", "out_data_type") else x)
-                 for n, x in kwargs.items() if n != "seq_len"}
     torch.library.opcheck(torch.ops.ascend_attn.self_attention.default,
-                          (q, k, v, caches(ck), caches(cv), mask, kwargs["seq_len"]), op_kwargs)
+                          ascend_attn.self_attention.op_arguments(q, k, v, ck, cv, mask, **kwargs))
     fresh, _ = sa_case(features, **kw)
     eager = ascend_attn.self_attention(*fresh, **kwargs)
     fresh2, _ = sa_case(features, **kw)

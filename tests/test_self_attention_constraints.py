@@ -4,7 +4,8 @@
   features (eager and FakeTensor), with no input changed; each Y pair runs with both features on and
   matches the float64 reference.
 * One row per constraint: error type, the ``self_attention: `` prefix, the argument named, the "... but got"
-  template, inputs unchanged; eager and FakeTensor (value-dependent rows: eager only).
+  template, inputs unchanged; eager and FakeTensor (value-dependent rows: eager only; the values of the host
+  lengths are data, not constants, under FakeTensor and torch.compile, only their counts are known).
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ BASES = {
 half = lambda x: x.half()  # noqa: E731
 floats = lambda x: x.float()  # noqa: E731
 
-# (id, base, change, error, argument named, value-dependent)
+# (id, base, change, error, argument named, value-dependent: reads host length values or tensor data)
 ROWS = [
     # enumerations
     ("calc-type-unknown-int", "pa", kw(calc_type=7), ValueError, "calc_type", False),
@@ -179,7 +180,7 @@ ROWS = [
     ("logn-without-log-n", "logn", kw(log_n=None), ValueError, "log_n", False),
     ("log-n-without-logn", "decoder", kw(log_n=torch.ones(3)), ValueError, "log_n", False),
     ("log-n-decoder-shape", "logn", kw(log_n=torch.ones(4)), ValueError, "log_n", False),
-    ("log-n-pa-too-short", "pa", kw(scale_type="LOGN", kernel_type=1, log_n=torch.ones(6)), ValueError, "log_n", False),
+    ("log-n-pa-too-short", "pa", kw(scale_type="LOGN", kernel_type=1, log_n=torch.ones(6)), ValueError, "log_n", True),
     ("log-n-float16", "logn", kw(log_n=torch.ones(3).half()), TypeError, "log_n", False),
     ("quant-combined", "cache", kw(quant_type="QKV_ONLINE", out_data_type="float16"), ValueError, "calc_type", False),
     ("quant-without-out-data-type", "quant", kw(out_data_type=None), ValueError, "out_data_type", False),
@@ -216,7 +217,7 @@ ROWS = [
     ("batch-run-status-without-enable", "cache", kw(batch_run_status=[1, 0, 1]), ValueError, "batch_run_status",
      False),
     ("batch-run-status-missing", "brs", kw(batch_run_status=None), ValueError, "batch_run_status", False),
-    ("batch-run-status-values", "brs", kw(batch_run_status=[1, 2, 1]), ValueError, "batch_run_status", False),
+    ("batch-run-status-values", "brs", kw(batch_run_status=[1, 2, 1]), ValueError, "batch_run_status", True),
     ("batch-run-status-length", "brs", kw(batch_run_status=[1, 0]), ValueError, "batch_run_status", False),
     # dtypes
     ("query-float32", "pa", both(arg(0, floats), arg(1, floats), arg(2, floats)), TypeError, "query", False),
@@ -228,12 +229,12 @@ ROWS = [
     ("query-rank", "pa", arg(0, lambda q: q[None]), ValueError, "query", False),
     ("key-heads", "pa", arg(1, lambda k: torch.cat([k, k], 1)), ValueError, "key", False),
     ("value-tokens", "pa", arg(2, lambda v: v[:-1]), ValueError, "value", False),
-    ("seq-len-over-tokens", "pa", kw(seq_len=[5, 4, 7]), ValueError, "seq_len", False),
-    ("seq-len-negative", "pa", kw(seq_len=[5, -1, 7]), ValueError, "seq_len", False),
+    ("seq-len-over-tokens", "pa", kw(seq_len=[5, 4, 7]), ValueError, "seq_len", True),
+    ("seq-len-negative", "pa", kw(seq_len=[5, -1, 7]), ValueError, "seq_len", True),
     ("seq-len-none", "pa", lambda a, k: (a, dict(k, seq_len=None)), ValueError, "seq_len", False),
-    ("decoder-seq-len-2", "decoder", both(kw(seq_len=[1, 2, 0])), ValueError, "seq_len", False),
-    ("token-offset-below-seq-len", "cache", kw(token_offset=[2, 1, 9]), ValueError, "token_offset", False),
-    ("token-offset-over-cache", "cache", kw(token_offset=[5, 1, 13]), ValueError, "token_offset", False),
+    ("decoder-seq-len-2", "decoder", both(kw(seq_len=[1, 2, 0])), ValueError, "seq_len", True),
+    ("token-offset-below-seq-len", "cache", kw(token_offset=[2, 1, 9]), ValueError, "token_offset", True),
+    ("token-offset-over-cache", "cache", kw(token_offset=[5, 1, 13]), ValueError, "token_offset", True),
     ("token-offset-length", "cache", kw(token_offset=[5, 1]), ValueError, "token_offset", False),
     ("layer-id-out-of-range", "cache", kw(layer_id=[2]), ValueError, "layer_id", False),
     ("layer-id-two-values", "cache", kw(layer_id=[0, 1]), ValueError, "layer_id", False),
@@ -249,8 +250,8 @@ ROWS = [
     ("bnsd-query-rank", "bnsd", arg(0, lambda q: q[0]), ValueError, "query", False),
     ("bnsd-cache-heads", "bnsd", both(arg(3, lambda c: c[:, :, :1]), arg(4, lambda c: c[:, :, :1])), ValueError,
      "cache_k", False),
-    ("bnsd-seq-len-over-s", "bnsd", kw(seq_len=[3, 1, 6], token_offset=[5, 1, 9]), ValueError, "seq_len", False),
-    ("norm-mask-too-small", "pa", arg(5, lambda m: m[..., :6, :6]), ValueError, "attention_mask", False),
+    ("bnsd-seq-len-over-s", "bnsd", kw(seq_len=[3, 1, 6], token_offset=[5, 1, 9]), ValueError, "seq_len", True),
+    ("norm-mask-too-small", "pa", arg(5, lambda m: m[..., :6, :6]), ValueError, "attention_mask", True),
     ("norm-mask-batch", "pa", arg(5, lambda m: torch.cat([m, m])), ValueError, "attention_mask", False),
     ("norm-mask-4d", "pa", arg(5, lambda m: m[:, None]), ValueError, "attention_mask", False),
     ("alibi-mask-heads", "pa", both(kw(mask_type="ALIBI"), arg(5, lambda m: m)), ValueError, "attention_mask", False),

@@ -8,130 +8,105 @@ import torch
 
 from .. import validation as V
 from ..kernels import flash_attention as kernel
+from .op_args import OpArgs, host_lengths, lengths_tensor
 
 _COMMON_ARGS = (
-    "Tensor? pse=None, Tensor? drop_mask=None, Tensor? atten_mask=None, int[]? prefix=None, "
+    "Tensor? pse=None, Tensor? drop_mask=None, Tensor? atten_mask=None, Tensor? prefix=None, "
     "float scale_value=1.0, float keep_prob=1.0, int pre_tokens=2147483647, "
     "int next_tokens=2147483647, int inner_precise=0, int sparse_mode=0, int pse_type=1, "
     "int[]? q_start_idx=None, int[]? kv_start_idx=None"
 )
-FWD_SCHEMA = (
-    "(Tensor query, Tensor key, Tensor value, int head_num, int[] actual_seq_qlen, "
-    f'int[] actual_seq_kvlen, {_COMMON_ARGS}, str softmax_out_layout="") -> (Tensor, Tensor, Tensor)'
-)
-GRAD_SCHEMA = (
-    "(Tensor query, Tensor key, Tensor value, Tensor dy, int head_num, int[] actual_seq_qlen, "
-    "int[] actual_seq_kvlen, Tensor softmax_max, Tensor softmax_sum, Tensor attention_in, "
-    f'{_COMMON_ARGS}, str softmax_in_layout="") -> (Tensor, Tensor, Tensor, Tensor)'
-)
-_OPTION_NAMES = ("pse", "drop_mask", "atten_mask", "prefix", "scale_value", "keep_prob", "pre_tokens",
-                 "next_tokens", "inner_precise", "sparse_mode", "pse_type", "q_start_idx", "kv_start_idx")
+# Host lengths are int64 CPU tensors (op_args): data for torch.compile, values for the real kernels.
+LENGTHS = ("actual_seq_qlen", "actual_seq_kvlen", "prefix")
+FWD = OpArgs("flash_attention_varlen_score",
+             "(Tensor query, Tensor key, Tensor value, int head_num, Tensor actual_seq_qlen, "
+             f'Tensor actual_seq_kvlen, {_COMMON_ARGS}, str softmax_out_layout="") -> (Tensor, Tensor, Tensor)',
+             lengths=LENGTHS)
+GRAD = OpArgs("flash_attention_unpadding_score_grad",
+              "(Tensor query, Tensor key, Tensor value, Tensor dy, int head_num, Tensor actual_seq_qlen, "
+              "Tensor actual_seq_kvlen, Tensor softmax_max, Tensor softmax_sum, Tensor attention_in, "
+              f'{_COMMON_ARGS}, str softmax_in_layout="") -> (Tensor, Tensor, Tensor, Tensor)',
+              lengths=LENGTHS)
+FWD_SCHEMA, GRAD_SCHEMA = FWD.schema, GRAD.schema
+# the statistics' layout argument of each op: validation's softmax_layout
+_LAYOUT_ARG = {FWD: "softmax_out_layout", GRAD: "softmax_in_layout"}
 
 
-def _metas(options: dict) -> dict:
-    return {k: (V.meta_of(v) if k in ("pse", "drop_mask", "atten_mask") else v) for k, v in options.items()}
+def check(args: OpArgs, values: dict, *, known: bool) -> V.FlashPlan | None:
+    """The shared validation of either op on torch (``known``: real) or fake tensors (lengths unknown)."""
+    grad = args is GRAD
+    op = V.FA_GRAD_OP if grad else V.FA_FWD_OP
+    kw = args.for_validation(values, known=known, op=op)
+    kw["softmax_layout"] = kw.pop(_LAYOUT_ARG[args])
+    return (V.check_flash_attention_grad if grad else V.check_flash_attention)(**kw)
 
 
-def check_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_out_layout, options):
-    return V.check_flash_attention(V.meta_of(query), V.meta_of(key), V.meta_of(value), head_num,
-                                   list(actual_seq_qlen), list(actual_seq_kvlen), softmax_layout=softmax_out_layout,
-                                   **_metas(options))
+def _checked_plan(args: OpArgs, a: dict) -> V.FlashPlan:
+    """The CPU fallback's validation: the shared checks, then the compressed mask's content."""
+    plan = check(args, a, known=True)
+    if a["atten_mask"] is not None and plan.mask_form == "compressed":
+        kernel.check_compressed_mask(a["atten_mask"], plan.sparse_mode,
+                                     V.FA_GRAD_OP if args is GRAD else V.FA_FWD_OP)
+    return plan
 
 
-def check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-               attention_in, softmax_in_layout, options):
-    return V.check_flash_attention_grad(
-        *(V.meta_of(t) for t in (query, key, value, dy)), head_num, list(actual_seq_qlen), list(actual_seq_kvlen),
-        V.meta_of(softmax_max), V.meta_of(softmax_sum), V.meta_of(attention_in), softmax_layout=softmax_in_layout,
-        **_metas(options))
+def _forward(a: dict):
+    plan = _checked_plan(FWD, a)
+    return kernel.flash_attention_forward(a["query"], a["key"], a["value"], plan, pse=a["pse"],
+                                          drop_mask=a["drop_mask"], atten_mask=a["atten_mask"])
 
 
-def _check_content(op, plan, options):
-    mask = options["atten_mask"]
-    if mask is not None and plan.mask_form == "compressed":
-        kernel.check_compressed_mask(mask, plan.sparse_mode, op)
+def _grad(a: dict):
+    plan = _checked_plan(GRAD, a)
+    dq, dk, dv = kernel.flash_attention_backward(a["query"], a["key"], a["value"], a["dy"], a["softmax_max"],
+                                                 a["softmax_sum"], a["attention_in"], plan, pse=a["pse"],
+                                                 drop_mask=a["drop_mask"], atten_mask=a["atten_mask"])
+    return dq, dk, dv, a["query"].new_empty((0,))  # dpse: always empty (V4 "dpse unused", §9k)
 
 
-def _options(local: dict) -> dict:
-    return {k: local[k] for k in _OPTION_NAMES}
-
-
-@torch.library.custom_op("ascend_attn::flash_attention_varlen_score", mutates_args=(), schema=FWD_SCHEMA)
-def flash_attention_varlen_score_op(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, pse=None,
-                                    drop_mask=None, atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
-                                    pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0, sparse_mode=0,
-                                    pse_type=1, q_start_idx=None, kv_start_idx=None, softmax_out_layout=""):
-    options = _options(locals())
-    plan = check_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_out_layout, options)
-    _check_content(V.FA_FWD_OP, plan, options)
-    return kernel.flash_attention_forward(query, key, value, plan, pse=pse, drop_mask=drop_mask, atten_mask=atten_mask)
-
-
-@flash_attention_varlen_score_op.register_fake
-def _fake_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, pse=None, drop_mask=None,
-                  atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0, pre_tokens=2147483647,
-                  next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1, q_start_idx=None,
-                  kv_start_idx=None, softmax_out_layout=""):
-    check_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_out_layout,
-                  _options(locals()))
+def _fake_forward(a: dict):
+    check(FWD, a, known=False)
+    query = a["query"]
     stats = query.new_empty((query.shape[0], query.shape[1], 8), dtype=torch.float32)
     return query.new_empty(query.shape), stats, stats.new_empty(stats.shape)
 
 
-@torch.library.custom_op("ascend_attn::flash_attention_unpadding_score_grad", mutates_args=(), schema=GRAD_SCHEMA)
-def flash_attention_unpadding_score_grad_op(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen,
-                                            softmax_max, softmax_sum, attention_in, pse=None, drop_mask=None,
-                                            atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
-                                            pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0,
-                                            sparse_mode=0, pse_type=1, q_start_idx=None, kv_start_idx=None,
-                                            softmax_in_layout=""):
-    options = _options(locals())
-    plan = check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-                      attention_in, softmax_in_layout, options)
-    _check_content(V.FA_GRAD_OP, plan, options)
-    dq, dk, dv = kernel.flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, attention_in, plan,
-                                                 pse=pse, drop_mask=drop_mask, atten_mask=atten_mask)
-    return dq, dk, dv, query.new_empty((0,))  # dpse: always empty (V4 "dpse unused", §9k)
+def _fake_grad(a: dict):
+    check(GRAD, a, known=False)
+    q, k, v = a["query"], a["key"], a["value"]
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), q.new_empty((0,))
 
 
-@flash_attention_unpadding_score_grad_op.register_fake
-def _fake_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-               attention_in, pse=None, drop_mask=None, atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
-               pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1,
-               q_start_idx=None, kv_start_idx=None, softmax_in_layout=""):
-    check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-               attention_in, softmax_in_layout, _options(locals()))
-    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape), query.new_empty((0,))
+flash_attention_varlen_score_op = FWD.define(_forward)
+flash_attention_varlen_score_op.register_fake(FWD.binding(_fake_forward))
+flash_attention_unpadding_score_grad_op = GRAD.define(_grad)
+flash_attention_unpadding_score_grad_op.register_fake(GRAD.binding(_fake_grad))
 
 
 # ----------------------------------------------------------------------------- autograd
 
-_FWD_ARG_NAMES = ("query", "key", "value", "head_num", "actual_seq_qlen", "actual_seq_kvlen") + _OPTION_NAMES + (
-    "softmax_out_layout",)
+# forward arguments the backward needs as tensors (saved) / as plain values (on ctx)
+_SAVED = ("query", "key", "value", "pse", "drop_mask", "atten_mask") + LENGTHS
+_PLAIN = tuple(n for n in FWD.names if n not in _SAVED and n in GRAD.names)
 
 
 def _setup_context(ctx, inputs, output):
-    args = dict(zip(_FWD_ARG_NAMES, inputs))
+    a = FWD.bind(inputs, {})
     out, smax, ssum = output
     ctx.mark_non_differentiable(smax, ssum)  # statistics, as in CANN and flash-attn
-    ctx.save_for_backward(args["query"], args["key"], args["value"], out, smax, ssum,
-                          args["pse"], args["drop_mask"], args["atten_mask"])
-    ctx.args = {k: v for k, v in args.items() if k not in ("query", "key", "value", "pse", "drop_mask", "atten_mask")}
+    ctx.save_for_backward(out, smax, ssum, *(a[n] for n in _SAVED))
+    ctx.plain = {n: a[n] for n in _PLAIN}
+    ctx.softmax_layout = a["softmax_out_layout"]
 
 
 def _backward(ctx, grad_out, grad_max, grad_sum):
-    query, key, value, out, smax, ssum, pse, drop_mask, atten_mask = ctx.saved_tensors
-    a = ctx.args
+    out, smax, ssum, *saved = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
-    dq, dk, dv, _ = torch.ops.ascend_attn.flash_attention_unpadding_score_grad(
-        query, key, value, grad_out.contiguous(), a["head_num"], a["actual_seq_qlen"], a["actual_seq_kvlen"],
-        smax, ssum, out, pse=pse, drop_mask=drop_mask, atten_mask=atten_mask, prefix=a["prefix"],
-        scale_value=a["scale_value"], keep_prob=a["keep_prob"], pre_tokens=a["pre_tokens"],
-        next_tokens=a["next_tokens"], inner_precise=a["inner_precise"], sparse_mode=a["sparse_mode"],
-        pse_type=a["pse_type"], q_start_idx=a["q_start_idx"], kv_start_idx=a["kv_start_idx"],
-        softmax_in_layout=a["softmax_out_layout"])
-    return (dq, dk, dv) + (None,) * (len(_FWD_ARG_NAMES) - 3)
+    a = dict(zip(_SAVED, saved), **ctx.plain, dy=grad_out.contiguous(), softmax_max=smax, softmax_sum=ssum,
+             attention_in=out, softmax_in_layout=ctx.softmax_layout)
+    dq, dk, dv, _ = torch.ops.ascend_attn.flash_attention_unpadding_score_grad(*GRAD.ordered(a))
+    return (dq, dk, dv) + (None,) * (len(FWD.names) - 3)
 
 
 flash_attention_varlen_score_op.register_autograd(_backward, setup_context=_setup_context)
@@ -139,15 +114,22 @@ flash_attention_varlen_score_op.register_autograd(_backward, setup_context=_setu
 
 # ----------------------------------------------------------------------------- public functions
 
-def _host_options(op, prefix, q_start_idx, kv_start_idx):
-    return (V.int_list(op, "prefix", prefix), V.int_list(op, "q_start_idx", _as_list(q_start_idx)),
-            V.int_list(op, "kv_start_idx", _as_list(kv_start_idx)))
+def _prepare(op: str):
+    """Normalisation of the public arguments of either op: host lengths as tensors, start indices
+    (an int or a one-element list) as host lists, numbers as the schema types."""
+    def prepare(a: dict) -> dict:
+        for n in LENGTHS:
+            a[n] = lengths_tensor(op, n, a[n])
+        for n in ("q_start_idx", "kv_start_idx"):
+            x = a[n]
+            a[n] = V.int_list(op, n, [x] if isinstance(x, int) and not isinstance(x, bool) else x)
+        for n, to in (("scale_value", float), ("keep_prob", float), ("pre_tokens", int), ("next_tokens", int)):
+            a[n] = to(a[n])
+        return a
+    return prepare
 
 
-def _as_list(x):
-    return [x] if isinstance(x, int) and not isinstance(x, bool) else x
-
-
+@FWD.public(_prepare(V.FA_FWD_OP))
 def flash_attention_varlen_score(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, *, pse=None,
                                  drop_mask=None, atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
                                  pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0, sparse_mode=0,
@@ -169,16 +151,9 @@ def flash_attention_varlen_score(query, key, value, head_num, actual_seq_qlen, a
     statistics hold per-sequence NTD data (``softmax_out_layout=""``) or TND data
     (``"same_as_input"``). Fully masked rows: out 0, max -FLT_MAX, sum +FLT_MAX.
     """
-    op = V.FA_FWD_OP
-    prefix, q_start_idx, kv_start_idx = _host_options(op, prefix, q_start_idx, kv_start_idx)
-    return torch.ops.ascend_attn.flash_attention_varlen_score(
-        query, key, value, head_num, V.int_list(op, "actual_seq_qlen", actual_seq_qlen),
-        V.int_list(op, "actual_seq_kvlen", actual_seq_kvlen), pse=pse, drop_mask=drop_mask, atten_mask=atten_mask,
-        prefix=prefix, scale_value=float(scale_value), keep_prob=float(keep_prob), pre_tokens=int(pre_tokens),
-        next_tokens=int(next_tokens), inner_precise=inner_precise, sparse_mode=sparse_mode, pse_type=pse_type,
-        q_start_idx=q_start_idx, kv_start_idx=kv_start_idx, softmax_out_layout=softmax_out_layout)
 
 
+@GRAD.public(_prepare(V.FA_GRAD_OP))
 def flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen,
                                          softmax_max, softmax_sum, attention_in, *, pse=None, drop_mask=None,
                                          atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
@@ -192,42 +167,29 @@ def flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual
     ``""`` = NTD, ``"same_as_input"`` = TND) and its output ``attention_in``.
     Returns ``(dq, dk, dv, dpse)``; ``dpse`` is always an empty tensor.
     """
-    op = V.FA_GRAD_OP
-    prefix, q_start_idx, kv_start_idx = _host_options(op, prefix, q_start_idx, kv_start_idx)
-    return torch.ops.ascend_attn.flash_attention_unpadding_score_grad(
-        query, key, value, dy, head_num, V.int_list(op, "actual_seq_qlen", actual_seq_qlen),
-        V.int_list(op, "actual_seq_kvlen", actual_seq_kvlen), softmax_max, softmax_sum, attention_in, pse=pse,
-        drop_mask=drop_mask, atten_mask=atten_mask, prefix=prefix, scale_value=float(scale_value),
-        keep_prob=float(keep_prob), pre_tokens=int(pre_tokens), next_tokens=int(next_tokens),
-        inner_precise=inner_precise, sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
-        kv_start_idx=kv_start_idx, softmax_in_layout=softmax_in_layout)
 
 
 # ----------------------------------------------------------------------------- NPU kernels
 
-def npu_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, pse=None, drop_mask=None,
-                atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0, pre_tokens=2147483647,
-                next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1, q_start_idx=None,
-                kv_start_idx=None, softmax_out_layout=""):
+def _npu_arguments(args: OpArgs, a: dict) -> tuple:
+    """(plan, the glue's arguments in schema order), host lengths as lists: the aclnn ops take host arrays."""
+    plan = check(args, a, known=True)
+    return plan, args.ordered(dict(a, **{n: host_lengths(args.name, n, a[n], known=True) for n in LENGTHS}))
+
+
+def _npu_forward(a: dict):
     """NPU tensors: aclnnFlashAttentionVarLenScoreV4 through the glue extension (same validation)."""
-    options = _options(locals())
-    check_forward(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_out_layout, options)
     from .. import _npu_ext
-    return _npu_ext.flash_attention_varlen_score(query, key, value, head_num, actual_seq_qlen, actual_seq_kvlen,
-                                                 *options.values(), softmax_out_layout)
+    return _npu_ext.flash_attention_varlen_score(*_npu_arguments(FWD, a)[1])
 
 
-def npu_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-             attention_in, pse=None, drop_mask=None, atten_mask=None, prefix=None, scale_value=1.0, keep_prob=1.0,
-             pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0, sparse_mode=0, pse_type=1,
-             q_start_idx=None, kv_start_idx=None, softmax_in_layout=""):
+def _npu_grad(a: dict):
     """NPU tensors: the ascend_attn package's AscendAttnFlashAttentionUnpaddingScoreGradV4 where its kernel
     implements the input, else CANN's FlashAttentionUnpaddingScoreGradV4 (``aclnn.fag_api``; same validation)."""
-    options = _options(locals())
-    plan = check_grad(query, key, value, dy, head_num, actual_seq_qlen, actual_seq_kvlen, softmax_max, softmax_sum,
-                      attention_in, softmax_in_layout, options)
+    plan, arguments = _npu_arguments(GRAD, a)
     from .. import _npu_ext, aclnn, backends
     package = aclnn.fag_api(plan, backends.probe_kernel_package() is None) is aclnn.FA_GRAD_PACKAGE
-    return _npu_ext.flash_attention_unpadding_score_grad(query, key, value, dy, head_num, actual_seq_qlen,
-                                                         actual_seq_kvlen, softmax_max, softmax_sum, attention_in,
-                                                         *options.values(), softmax_in_layout, package)
+    return _npu_ext.flash_attention_unpadding_score_grad(*arguments, package)
+
+
+npu_forward, npu_grad = FWD.binding(_npu_forward), GRAD.binding(_npu_grad)

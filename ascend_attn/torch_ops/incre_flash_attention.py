@@ -7,71 +7,76 @@ import torch
 
 from .. import validation as V
 from ..kernels import incre_flash_attention as kernel
+from .op_args import OpArgs, host_lengths, lengths_tensor
 
-SCHEMA = (
-    "(Tensor query, Tensor[] key, Tensor[] value, Tensor? atten_mask=None, int[]? actual_seq_lengths=None, "
+# actual_seq_lengths: an int64 CPU tensor (op_args): data for torch.compile, values for the real kernel.
+IFA = OpArgs("incre_flash_attention", (
+    "(Tensor query, Tensor[] key, Tensor[] value, Tensor? atten_mask=None, Tensor? actual_seq_lengths=None, "
     "Tensor? pse_shift=None, Tensor? dequant_scale1=None, Tensor? quant_scale1=None, Tensor? dequant_scale2=None, "
     "Tensor? quant_scale2=None, Tensor? quant_offset2=None, Tensor? antiquant_scale=None, "
     "Tensor? antiquant_offset=None, Tensor? block_table=None, int num_heads=1, str input_layout=\"BSH\", "
     "float scale_value=1.0, int num_key_value_heads=0, int block_size=0, int inner_precise=1, "
-    "Tensor? kv_padding_size=None) -> Tensor"
-)
-_TENSOR_OPTIONS = ("atten_mask", "pse_shift", "dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2",
-                   "quant_offset2", "antiquant_scale", "antiquant_offset", "block_table", "kv_padding_size")
+    "Tensor? kv_padding_size=None) -> Tensor"), lengths=("actual_seq_lengths",))
+SCHEMA = IFA.schema
 
 
-def check(query, key, value, options: dict) -> V.IncrePlan:
-    kw = {k: (V.meta_of(v) if k in _TENSOR_OPTIONS else v) for k, v in options.items()}
+def check(a: dict, *, known: bool) -> V.IncrePlan:
+    """The shared validation on torch (``known``: real) or fake tensors (lengths unknown)."""
+    kw = IFA.for_validation(a, known=known, op=V.IFA_OP)
     # one tensor = that tensor; several (or none: validation rejects it) = the tensor-list form
-    as_meta = lambda x: V.meta_of(x[0]) if len(x) == 1 else [V.meta_of(t) for t in x]
-    return V.check_incre_flash_attention(V.meta_of(query), as_meta(key), as_meta(value), **kw)
+    for n in ("key", "value"):
+        kw[n] = kw[n][0] if len(kw[n]) == 1 else kw[n]
+    return V.check_incre_flash_attention(**kw)
 
 
-def _options(local):
-    return {k: v for k, v in local.items() if k not in ("query", "key", "value")}
+def _kv(tensors):
+    return list(tensors) if len(tensors) > 1 else tensors[0]
 
 
-@torch.library.custom_op("ascend_attn::incre_flash_attention", mutates_args=(), schema=SCHEMA)
-def incre_flash_attention_op(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift=None,
-                             dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
-                             quant_offset2=None, antiquant_scale=None, antiquant_offset=None, block_table=None,
-                             num_heads=1, input_layout="BSH", scale_value=1.0, num_key_value_heads=0, block_size=0,
-                             inner_precise=1, kv_padding_size=None):
-    options = _options(locals())
-    plan = check(query, key, value, options)
-    kv = (lambda x: list(x) if len(x) > 1 else x[0])
-    return kernel.incre_flash_attention(
-        query, kv(key), kv(value), plan, **{k: options[k] for k in _TENSOR_OPTIONS})
+def _forward(a: dict):
+    plan = check(a, known=True)
+    return kernel.incre_flash_attention(a["query"], _kv(a["key"]), _kv(a["value"]), plan,
+                                        **{n: a[n] for n in IFA.tensors if n not in ("query", "key", "value")})
 
 
-@incre_flash_attention_op.register_fake
-def _fake(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift=None, dequant_scale1=None,
-          quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None, antiquant_scale=None,
-          antiquant_offset=None, block_table=None, num_heads=1, input_layout="BSH", scale_value=1.0,
-          num_key_value_heads=0, block_size=0, inner_precise=1, kv_padding_size=None):
-    plan = check(query, key, value, _options(locals()))
-    return query.new_empty(query.shape, dtype=getattr(torch, plan.out_dtype))
+def _fake(a: dict):
+    plan = check(a, known=False)
+    return a["query"].new_empty(a["query"].shape, dtype=getattr(torch, plan.out_dtype))
 
 
-def npu_kernel(query, key, value, atten_mask=None, actual_seq_lengths=None, pse_shift=None, dequant_scale1=None,
-               quant_scale1=None, dequant_scale2=None, quant_scale2=None, quant_offset2=None, antiquant_scale=None,
-               antiquant_offset=None, block_table=None, num_heads=1, input_layout="BSH", scale_value=1.0,
-               num_key_value_heads=0, block_size=0, inner_precise=1, kv_padding_size=None):
+incre_flash_attention_op = IFA.define(_forward)
+incre_flash_attention_op.register_fake(IFA.binding(_fake))
+
+
+def _npu(a: dict):
     """NPU tensors, through the glue: the package's AscendAttnIncreFlashAttentionV2 kernel where it implements the
     input, else CANN's IncreFlashAttentionV4 (``aclnn.ifa_api`` decides; same validation either way)."""
-    options = _options(locals())
-    plan = check(query, key, value, options)
+    plan = check(a, known=True)
     from .. import _npu_ext, aclnn, backends
     api = aclnn.ifa_api(plan, backends.probe_kernel_package() is None)
-    values = dict(options, query=query, key=list(key), value=list(value))
+    lengths = a["actual_seq_lengths"]
     if api is aclnn.IFA_PACKAGE_V2:
-        # key / value: DYNAMIC inputs (aclTensorList) as in CANN's V2 prototype: one tensor or one per batch
-        values.update(actual_seq_lengths=None if actual_seq_lengths is None else
-                      torch.tensor(actual_seq_lengths, dtype=torch.int64, device=query.device))
+        # key / value: DYNAMIC inputs (aclTensorList) as in CANN's V2 prototype: one tensor or one per batch;
+        # its IR takes the lengths as an int64 device tensor
+        values = dict(a, key=list(a["key"]), value=list(a["value"]),
+                      actual_seq_lengths=None if lengths is None else lengths.to(a["query"].device))
         return _npu_ext.incre_flash_attention_package(*api.arguments(values), plan.out_dtype)
+    values = dict(a, key=list(a["key"]), value=list(a["value"]),
+                  actual_seq_lengths=host_lengths(V.IFA_OP, "actual_seq_lengths", lengths, known=True))
     return _npu_ext.incre_flash_attention_cann(*api.arguments(values), plan.out_dtype)
 
 
+npu_kernel = IFA.binding(_npu)
+
+
+def _prepare(a: dict) -> dict:
+    a["key"], a["value"] = (list(x) if isinstance(x, (list, tuple)) else [x] for x in (a["key"], a["value"]))
+    a["actual_seq_lengths"] = lengths_tensor(V.IFA_OP, "actual_seq_lengths", a["actual_seq_lengths"])
+    a["scale_value"] = float(a["scale_value"])
+    return a
+
+
+@IFA.public(_prepare)
 def incre_flash_attention(query, key, value, *, atten_mask=None, actual_seq_lengths=None, pse_shift=None,
                           dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
                           quant_offset2=None, antiquant_scale=None, antiquant_offset=None, block_table=None,
@@ -99,15 +104,6 @@ def incre_flash_attention(query, key, value, *, atten_mask=None, actual_seq_leng
     from :func:`trans_quant_param`. Antiquant (float query, int8 cache): ``antiquant_scale`` /
     ``antiquant_offset`` per channel or per tensor, row 0 key, row 1 value.
     """
-    kv = lambda x: list(x) if isinstance(x, (list, tuple)) else [x]
-    return torch.ops.ascend_attn.incre_flash_attention(
-        query, kv(key), kv(value), atten_mask=atten_mask,
-        actual_seq_lengths=V.int_list(V.IFA_OP, "actual_seq_lengths", actual_seq_lengths), pse_shift=pse_shift,
-        dequant_scale1=dequant_scale1, quant_scale1=quant_scale1, dequant_scale2=dequant_scale2,
-        quant_scale2=quant_scale2, quant_offset2=quant_offset2, antiquant_scale=antiquant_scale,
-        antiquant_offset=antiquant_offset, block_table=block_table, num_heads=num_heads, input_layout=input_layout,
-        scale_value=float(scale_value), num_key_value_heads=num_key_value_heads, block_size=block_size,
-        inner_precise=inner_precise, kv_padding_size=kv_padding_size)
 
 
 def trans_quant_param(scale, offset=None):

@@ -1,6 +1,6 @@
 """``ascend_attn::self_attention`` (ATB SelfAttention): schema, fallback, fake kernel, public function.
 
-Flow: ``ascend_attn.self_attention`` (public: ATB enum names -> ints, host lists normalised, a single
+Flow: ``ascend_attn.self_attention`` (public: ATB enum names -> ints, host lengths as int64 tensors, a single
 cache tensor -> a one-element list) -> ``torch.ops.ascend_attn.self_attention`` (one schema; ``cache_k`` /
 ``cache_v`` are mutable tensor lists: the KV-cache flows write the new rows in place) -> the
 device-generic kernel ``kernels/self_attention.py`` on every device, the fake kernel under FakeTensor /
@@ -17,23 +17,23 @@ import torch
 from .. import validation as V
 from .. import validation_self_attention as SV
 from ..kernels import self_attention as kernel
+from .op_args import OpArgs, lengths_tensor
 
-SCHEMA = (
+# seq_len, token_offset, batch_run_status: int64 CPU tensors (op_args): data for torch.compile, values
+# for the real kernel. layer_id stays int[]: a model's constant, one per layer.
+SA = OpArgs("self_attention", (
     "(Tensor query, Tensor? key, Tensor? value, Tensor(a!)[] cache_k, Tensor(b!)[] cache_v, Tensor? attention_mask, "
-    "int[] seq_len, int[]? token_offset=None, int[]? layer_id=None, int[]? batch_run_status=None, "
+    "Tensor seq_len, Tensor? token_offset=None, int[]? layer_id=None, Tensor? batch_run_status=None, "
     "Tensor? slopes=None, Tensor? qk_descale=None, Tensor? qk_offset=None, Tensor? vpv_descale=None, "
     "Tensor? vpv_offset=None, Tensor? p_scale=None, Tensor? log_n=None, int head_num=1, int kv_head_num=0, "
     "float qk_scale=1.0, float q_scale=1.0, int calc_type=0, int kernel_type=0, int clamp_type=0, "
     "float clamp_min=0.0, float clamp_max=0.0, int mask_type=0, int kv_cache_cfg=0, int scale_type=0, "
-    "int quant_type=0, int out_data_type=-1, int input_layout=0, bool batch_run_status_enable=False) -> Tensor"
-)
-TENSOR_OPTIONS = ("slopes", "qk_descale", "qk_offset", "vpv_descale", "vpv_offset", "p_scale", "log_n")
-HOST_LISTS = ("token_offset", "layer_id", "batch_run_status")
-ATTRIBUTES = ("head_num", "kv_head_num", "qk_scale", "q_scale", "calc_type", "kernel_type", "clamp_type", "clamp_min",
-              "clamp_max", "mask_type", "kv_cache_cfg", "scale_type", "quant_type", "out_data_type", "input_layout",
-              "batch_run_status_enable")
+    "int quant_type=0, int out_data_type=-1, int input_layout=0, bool batch_run_status_enable=False) -> Tensor"),
+    lengths=("seq_len", "token_offset", "batch_run_status"))
+SCHEMA = SA.schema
 ENUM_ATTRIBUTES = ("calc_type", "kernel_type", "clamp_type", "mask_type", "kv_cache_cfg", "scale_type", "quant_type",
                    "out_data_type", "input_layout")
+FLOAT_ATTRIBUTES = ("qk_scale", "q_scale", "clamp_min", "clamp_max")
 
 
 def present(caches) -> list:
@@ -42,44 +42,28 @@ def present(caches) -> list:
     return [t for t in caches if not (t.dim() == 1 and t.shape[0] == 0)]
 
 
-def check(query, key, value, cache_k, cache_v, attention_mask, seq_len, options: dict) -> SV.SAPlan | None:
-    """The shared validation on torch (or fake) tensors; ``options``: every other schema argument."""
-    cache_k, cache_v = present(cache_k), present(cache_v)
-    metas = {n: (V.meta_of(options[n]) if n in TENSOR_OPTIONS else options[n]) for n in options}
-    for n in HOST_LISTS:
-        metas[n] = None if metas[n] is None else list(metas[n])
-    return SV.check_self_attention(
-        V.meta_of(query), V.meta_of(key), V.meta_of(value), [V.meta_of(t) for t in cache_k],
-        [V.meta_of(t) for t in cache_v], V.meta_of(attention_mask), seq_len=list(seq_len), **metas)
+def check(a: dict, *, known: bool) -> SV.SAPlan | None:
+    """The shared validation on torch (``known``: real) or fake tensors (lengths unknown)."""
+    a = dict(a, cache_k=present(a["cache_k"]), cache_v=present(a["cache_v"]))
+    return SV.check_self_attention(**SA.for_validation(a, known=known, op=SV.OP))
 
 
-def _options(local: dict) -> dict:
-    return {n: local[n] for n in TENSOR_OPTIONS + HOST_LISTS + ATTRIBUTES}
+def _forward(a: dict):
+    plan = check(a, known=True)
+    return kernel.self_attention(plan, a["query"], a["key"], a["value"], present(a["cache_k"]),
+                                 present(a["cache_v"]), attention_mask=a["attention_mask"],
+                                 **{n: a[n] for n in ("slopes", "log_n", "qk_descale", "vpv_descale", "p_scale")})
 
 
-@torch.library.custom_op("ascend_attn::self_attention", mutates_args=("cache_k", "cache_v"), schema=SCHEMA)
-def self_attention_op(query, key, value, cache_k, cache_v, attention_mask, seq_len, token_offset=None, layer_id=None,
-                      batch_run_status=None, slopes=None, qk_descale=None, qk_offset=None, vpv_descale=None,
-                      vpv_offset=None, p_scale=None, log_n=None, head_num=1, kv_head_num=0, qk_scale=1.0,
-                      q_scale=1.0, calc_type=0, kernel_type=0, clamp_type=0, clamp_min=0.0, clamp_max=0.0,
-                      mask_type=0, kv_cache_cfg=0, scale_type=0, quant_type=0, out_data_type=-1, input_layout=0,
-                      batch_run_status_enable=False):
-    plan = check(query, key, value, cache_k, cache_v, attention_mask, seq_len, _options(locals()))
-    return kernel.self_attention(plan, query, key, value, present(cache_k), present(cache_v),
-                                 attention_mask=attention_mask,
-                                 slopes=slopes, log_n=log_n, qk_descale=qk_descale, vpv_descale=vpv_descale,
-                                 p_scale=p_scale)
+def _fake(a: dict):
+    check(a, known=False)
+    query = a["query"]
+    dtype = SV.output_dtype(V.dtype_name(query.dtype), a["quant_type"], a["out_data_type"])
+    return query.new_empty(query.shape, dtype=getattr(torch, dtype))
 
 
-@self_attention_op.register_fake
-def _fake(query, key, value, cache_k, cache_v, attention_mask, seq_len, token_offset=None, layer_id=None,
-          batch_run_status=None, slopes=None, qk_descale=None, qk_offset=None, vpv_descale=None, vpv_offset=None,
-          p_scale=None, log_n=None, head_num=1, kv_head_num=0, qk_scale=1.0, q_scale=1.0, calc_type=0,
-          kernel_type=0, clamp_type=0, clamp_min=0.0, clamp_max=0.0, mask_type=0, kv_cache_cfg=0, scale_type=0,
-          quant_type=0, out_data_type=-1, input_layout=0, batch_run_status_enable=False):
-    plan = check(query, key, value, cache_k, cache_v, attention_mask, seq_len, _options(locals()))
-    dtype = query.dtype if plan is None else getattr(torch, plan.out_dtype)
-    return query.new_empty(query.shape, dtype=dtype)
+self_attention_op = SA.define(_forward, mutates_args=("cache_k", "cache_v"))
+self_attention_op.register_fake(SA.binding(_fake))
 
 
 def _caches(x, query) -> list:
@@ -93,12 +77,23 @@ def _float(arg, value):
     return float(value)
 
 
-def _host(arg, value):
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    return V.int_list(SV.OP, arg, value)
+def _one_or_list(value):
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _prepare(a: dict) -> dict:
+    if a["seq_len"] is None:
+        raise V.value_error(SV.OP, "seq_len", "a list of per-batch query lengths", "None")
+    a.update({n: _float(n, a[n]) for n in FLOAT_ATTRIBUTES})
+    a.update({n: SV.enum_value(n, a[n]) for n in ENUM_ATTRIBUTES})
+    a["cache_k"], a["cache_v"] = _caches(a["cache_k"], a["query"]), _caches(a["cache_v"], a["query"])
+    for n in SA.lengths:
+        a[n] = lengths_tensor(SV.OP, n, _one_or_list(a[n]))
+    a["layer_id"] = V.int_list(SV.OP, "layer_id", _one_or_list(a["layer_id"]))
+    return a
+
+
+@SA.public(_prepare)
 def self_attention(query, key=None, value=None, cache_k=None, cache_v=None, attention_mask=None, *, seq_len,
                    token_offset=None, layer_id=None, batch_run_status=None, slopes=None, qk_descale=None,
                    qk_offset=None, vpv_descale=None, vpv_offset=None, p_scale=None, log_n=None, head_num,
@@ -144,17 +139,3 @@ def self_attention(query, key=None, value=None, cache_k=None, cache_v=None, atte
     rows of batches that are not computed (``batch_run_status`` 0, ``seq_len`` 0) and rows past the
     sequences are 0.
     """
-    if seq_len is None:
-        raise V.value_error(SV.OP, "seq_len", "a list of per-batch query lengths", "None")
-    attrs = {"head_num": head_num, "kv_head_num": kv_head_num, "batch_run_status_enable": batch_run_status_enable,
-             **{n: _float(n, v) for n, v in (("qk_scale", qk_scale), ("q_scale", q_scale), ("clamp_min", clamp_min),
-                                             ("clamp_max", clamp_max))}}
-    given = dict(calc_type=calc_type, kernel_type=kernel_type, clamp_type=clamp_type, mask_type=mask_type,
-                 kv_cache_cfg=kv_cache_cfg, scale_type=scale_type, quant_type=quant_type,
-                 out_data_type=out_data_type, input_layout=input_layout)
-    attrs.update({n: SV.enum_value(n, v) for n, v in given.items()})
-    return torch.ops.ascend_attn.self_attention(
-        query, key, value, _caches(cache_k, query), _caches(cache_v, query), attention_mask, _host("seq_len", seq_len),
-        token_offset=_host("token_offset", token_offset), layer_id=_host("layer_id", layer_id),
-        batch_run_status=_host("batch_run_status", batch_run_status), slopes=slopes, qk_descale=qk_descale,
-        qk_offset=qk_offset, vpv_descale=vpv_descale, vpv_offset=vpv_offset, p_scale=p_scale, log_n=log_n, **attrs)

@@ -1,0 +1,247 @@
+"""Lengths are data under torch.compile (issue 15): fresh lengths every step compile at most twice.
+
+Each op runs a loop of steps with fresh random lengths (same batch count) under
+``torch.compile(fullgraph=True)``, with the lengths given as a list, a tuple or a 1-D tensor. A
+tensor compiles once (it is a graph input); a list or tuple compiles twice: first with its values
+as constants, then once more with them as symbols (torch's automatic dynamic shapes), which every
+later step reuses. torch makes a list position symbolic when its value changes between two calls,
+so the loops draw lengths that differ from the previous step's at every position (a position that
+kept its value would stay a constant and recompile once when it changes: README, torch.compile).
+Every step must match eager bit for bit.
+
+Backends: ``CompileCounter`` runs the captured graph as is (dynamo's tracing and the fake kernels
+are what is tested here, not inductor's code generation); the FA training loop counts through
+``aot_eager`` so the backward is traced by AOTAutograd as well.
+"""
+import random
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
+
+import ascend_attn
+from ascend_attn.testing.samples import compressed_mask
+
+FORMS = ("list", "tuple", "tensor")
+STEPS = 10
+MAX_COMPILES = {"list": 2, "tuple": 2, "tensor": 1}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def given_as(form, values):
+    return {"list": list, "tuple": tuple, "tensor": lambda x: torch.tensor(x, dtype=torch.int64)}[form](values)
+
+
+def cumulative(lengths, leading_zero=False):
+    out = [0] if leading_zero else []
+    for n in lengths:
+        out.append((out[-1] if out else 0) + n)
+    return out
+
+
+def assert_same(got, want):
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert torch.equal(g, w)
+
+
+def fresh(rng, previous, draw):
+    """``draw(rng)`` until the list differs from ``previous`` at every position."""
+    while True:
+        values = draw(rng)
+        if previous is None or all(a != b for a, b in zip(values, previous)):
+            return values
+
+
+def random_lengths(rng, batch, low, high):
+    return [rng.randint(low, high) for _ in range(batch)]
+
+
+# ----------------------------------------------------------------------------- FlashAttention
+
+FA_BATCH, FA_MAX, FA_HEADS, FA_DIM = 3, 6, 2, 16
+FA_KW = dict(scale_value=FA_DIM ** -0.5, sparse_mode=3, atten_mask=compressed_mask(3))
+
+
+def fa_lengths(rng):
+    return cumulative(random_lengths(rng, FA_BATCH, 1, FA_MAX))
+
+
+def fa_inputs(seed, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    t = FA_BATCH * FA_MAX
+    return [torch.randn(t, FA_HEADS, FA_DIM, generator=gen).requires_grad_(requires_grad) for _ in range(3)]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_flash_attention_forward_fresh_lengths(form):
+    def attend(q, k, v, seq_q, seq_kv):
+        return ascend_attn.flash_attention_varlen_score(q, k, v, FA_HEADS, seq_q, seq_kv, **FA_KW)
+
+    counter = CompileCounter()
+    compiled = torch.compile(attend, backend=counter, fullgraph=True)
+    rng = random.Random(1)
+    q, k, v = fa_inputs(0)
+    seq = None
+    for _ in range(STEPS):
+        seq = fresh(rng, seq, fa_lengths)
+        assert_same(compiled(q, k, v, given_as(form, seq), given_as(form, seq)), attend(q, k, v, seq, seq))
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+@pytest.mark.parametrize("form", ["list", "tensor"])  # a tuple takes the list's path (forward test)
+def test_flash_attention_training_fresh_lengths(form):
+    def loss_of(q, k, v, seq_q, seq_kv):
+        out = ascend_attn.flash_attention_varlen_score(q, k, v, FA_HEADS, seq_q, seq_kv, **FA_KW)[0]
+        return (out * out).sum()
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss_of, backend=counter, fullgraph=True)
+    rng = random.Random(2)
+    seq = None
+    for step in range(STEPS):
+        seq = fresh(rng, seq, fa_lengths)
+        eager_in, comp_in = fa_inputs(step, True), fa_inputs(step, True)
+        want = loss_of(*eager_in, seq, seq)
+        want.backward()
+        got = compiled(*comp_in, given_as(form, seq), given_as(form, seq))
+        got.backward()
+        assert torch.equal(got, want)
+        for a, b in zip(comp_in, eager_in):
+            assert torch.equal(a.grad, b.grad)
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# ----------------------------------------------------------------------------- IncreFlashAttention
+
+IFA_BATCH, IFA_CACHE, IFA_HEADS, IFA_DIM = 2, 24, 2, 16
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_incre_flash_attention_decode_growing_lengths(form):
+    def decode(q, k, v, lengths):
+        return ascend_attn.incre_flash_attention(q, k, v, actual_seq_lengths=lengths, num_heads=IFA_HEADS,
+                                                 input_layout="BSH", scale_value=IFA_DIM ** -0.5)
+
+    counter = CompileCounter()
+    compiled = torch.compile(decode, backend=counter, fullgraph=True)
+    gen = torch.Generator().manual_seed(3)
+    k, v = (torch.randn(IFA_BATCH, IFA_CACHE, IFA_HEADS * IFA_DIM, generator=gen).half() for _ in range(2))
+    lengths = [3, 9]
+    for _ in range(STEPS):
+        q = torch.randn(IFA_BATCH, 1, IFA_HEADS * IFA_DIM, generator=gen).half()
+        assert_same(compiled(q, k, v, given_as(form, lengths)), decode(q, k, v, lengths))
+        lengths = [n + 1 for n in lengths]
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# ----------------------------------------------------------------------------- RingAttentionUpdate
+
+RAU_BATCH, RAU_TOKENS, RAU_HEADS, RAU_DIM = 3, 12, 2, 64
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_ring_attention_update_fresh_lengths(form):
+    def merge(tensors, seq):
+        return ascend_attn.ring_attention_update(*tensors, seq, "TND", "")
+
+    counter = CompileCounter()
+    compiled = torch.compile(merge, backend=counter, fullgraph=True)
+    gen = torch.Generator().manual_seed(4)
+    rng = random.Random(4)
+    seq = None
+    for _ in range(STEPS):
+        # cumulative with a leading 0, ending at T (those two stay constants)
+        cuts = fresh(rng, None if seq is None else seq[1:-1],
+                     lambda r: sorted(r.randint(0, RAU_TOKENS) for _ in range(RAU_BATCH - 1)))
+        seq = [0] + cuts + [RAU_TOKENS]
+        attn = [torch.randn(RAU_TOKENS, RAU_HEADS, RAU_DIM, generator=gen) for _ in range(2)]
+        stats = [torch.randn(RAU_TOKENS, RAU_HEADS, 8, generator=gen) for _ in range(2)]
+        sums = [torch.rand(RAU_TOKENS, RAU_HEADS, 8, generator=gen) + 1 for _ in range(2)]
+        tensors = (attn[0], stats[0], sums[0], attn[1], stats[1], sums[1])
+        assert_same(compiled(tensors, given_as(form, seq)), merge(tensors, seq))
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# ----------------------------------------------------------------------------- SelfAttention
+
+SA_BATCH, SA_MAX, SA_HEADS, SA_DIM, SA_LAYERS = 3, 5, 2, 16, 2
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_self_attention_prefill_fresh_lengths(form):
+    def prefill(q, k, v, seq_len):
+        return ascend_attn.self_attention(q, k, v, seq_len=seq_len, head_num=SA_HEADS, qk_scale=SA_DIM ** -0.5,
+                                          calc_type="PA_ENCODER")
+
+    counter = CompileCounter()
+    compiled = torch.compile(prefill, backend=counter, fullgraph=True)
+    gen = torch.Generator().manual_seed(5)
+    rng = random.Random(5)
+    tokens = SA_BATCH * SA_MAX
+    seq_len = None
+    for _ in range(STEPS):
+        seq_len = fresh(rng, seq_len, lambda r: random_lengths(r, SA_BATCH, 0, SA_MAX))
+        q, k, v = (torch.randn(tokens, SA_HEADS, SA_DIM, generator=gen).half() for _ in range(3))
+        assert_same(compiled(q, k, v, given_as(form, seq_len)), prefill(q, k, v, seq_len))
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_self_attention_decode_growing_offsets(form):
+    """DECODER with a KV cache: every step writes one row per batch at token_offset - 1 (in place)."""
+    def decode(q, k, v, cache_k, cache_v, seq_len, token_offset):
+        return ascend_attn.self_attention(q, k, v, cache_k, cache_v, seq_len=seq_len, token_offset=token_offset,
+                                          layer_id=[1], head_num=SA_HEADS, qk_scale=SA_DIM ** -0.5,
+                                          calc_type="DECODER")
+
+    counter = CompileCounter()
+    compiled = torch.compile(decode, backend=counter, fullgraph=True)
+    gen = torch.Generator().manual_seed(6)
+    max_seq = 16
+    cache = torch.randn(SA_LAYERS, SA_BATCH, max_seq, SA_HEADS * SA_DIM, generator=gen).half()
+    eager_caches, comp_caches = (cache.clone(), cache.clone()), (cache.clone(), cache.clone())
+    offsets = [2, 5, 3]
+    for _ in range(STEPS):
+        q, k, v = (torch.randn(SA_BATCH, SA_HEADS * SA_DIM, generator=gen).half() for _ in range(3))
+        ones = [1] * SA_BATCH
+        got = compiled(q, k, v, *comp_caches, given_as(form, ones), given_as(form, offsets))
+        assert_same(got, decode(q, k, v, *eager_caches, ones, offsets))
+        offsets = [n + 1 for n in offsets]
+    for a, b in zip(comp_caches, eager_caches):
+        assert torch.equal(a, b)
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# ----------------------------------------------------------------------------- flash-attn layer
+
+KV_BATCH, KV_CACHE, KV_HEADS, KV_DIM = 2, 24, 2, 16
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_flash_attn_with_kvcache_decode_growing_lengths(form):
+    """Decode with an in-place cache append: the new k / v go to row cache_seqlens[b] of each cache."""
+    def decode(q, k_cache, v_cache, k, v, cache_seqlens):
+        return ascend_attn.flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens,
+                                                   causal=True)
+
+    counter = CompileCounter()
+    compiled = torch.compile(decode, backend=counter, fullgraph=True)
+    gen = torch.Generator().manual_seed(7)
+    cache = [torch.randn(KV_BATCH, KV_CACHE, KV_HEADS, KV_DIM, generator=gen).half() for _ in range(2)]
+    eager_caches, comp_caches = [c.clone() for c in cache], [c.clone() for c in cache]
+    lengths = [3, 8]
+    for _ in range(STEPS):
+        q, k, v = (torch.randn(KV_BATCH, 1, KV_HEADS, KV_DIM, generator=gen).half() for _ in range(3))
+        got = compiled(q, *comp_caches, k, v, given_as(form, lengths))
+        assert_same(got, decode(q, *eager_caches, k, v, lengths))
+        lengths = [n + 1 for n in lengths]
+    for a, b in zip(comp_caches, eager_caches):
+        assert torch.equal(a, b)
+    assert counter.frame_count <= MAX_COMPILES[form]

@@ -16,6 +16,7 @@ from zero; bf16: nearest even).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -445,14 +446,21 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
 
 # ----------------------------------------------------------------------------- compressed masks
 
+@functools.lru_cache(maxsize=4)
+def _canonical_compressed_mask(rows: int, device: torch.device) -> torch.Tensor:
+    """C2048 or C3072 (semantics.md §4), built once per device: building it costs more than a
+    small attention call. Read-only: never modify the result."""
+    upper = torch.ones(2048, 2048, dtype=torch.bool, device=device).triu(1)
+    return upper if rows == 2048 else torch.cat(
+        [upper, torch.cat([torch.zeros(1024, 1024, dtype=torch.bool, device=device),
+                           torch.ones(1024, 1024, dtype=torch.bool, device=device)], dim=1)])
+
+
 def check_compressed_mask(atten_mask: torch.Tensor, sparse_mode: int, op: str) -> None:
     """The CPU fallback verifies compressed mask content (catches inverted polarity, §4 [P])."""
     from ..validation import value_error
     rows, cols = atten_mask.shape
-    upper = torch.ones(2048, 2048, dtype=torch.bool, device=atten_mask.device).triu(1)
-    want = upper if rows == 2048 else torch.cat(
-        [upper, torch.cat([torch.zeros(1024, 1024, dtype=torch.bool, device=atten_mask.device),
-                           torch.ones(1024, 1024, dtype=torch.bool, device=atten_mask.device)], dim=1)])
+    want = _canonical_compressed_mask(rows, atten_mask.device)
     if not torch.equal(atten_mask.to(torch.bool), want) or (atten_mask.dtype == torch.uint8 and int(atten_mask.max()) > 1):
         form = "triu(ones(2048, 2048), 1)" if rows == 2048 else "[triu(ones(2048,2048),1); [zeros(1024,1024) | ones(1024,1024)]]"
         raise value_error(op, "atten_mask", f"the canonical compressed mask {form} (1 = masked) for sparse_mode "

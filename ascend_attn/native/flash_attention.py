@@ -16,6 +16,9 @@ GRAD_OP = "flash_attention_unpadding_score_grad"
 _PSE_FORMS = {None: 0, "full": 1, "row": 2, "alibi": 3, "slopes": 4}
 _MASK_FORMS = {None: 0, "compressed": 0, "local": 1, "global": 2}  # compressed masks are index rules only
 _UNBOUNDED = 1 << 62  # fa::kUnbounded
+# Query positions / key positions per tile; 0 = the kernel's choice (tests set tiny blocks).
+BLOCK_Q = 0
+BLOCK_K = 0
 
 
 def supported(op: str, query: torch.Tensor, *tensors, hooks=None) -> bool:
@@ -36,7 +39,7 @@ def _plan_args(plan, pse, drop_mask, atten_mask) -> dict:
                 pse_form=_PSE_FORMS[plan.pse_form], pse_type=plan.pse_type, q_start=plan.q_start,
                 kv_start=plan.kv_start, drop_mask=drop_mask if plan.dropout else None, keep_prob=plan.keep_prob,
                 atten_mask=atten_mask if mask_form else None, mask_form=mask_form, band_lo=lows, band_hi=highs,
-                prefix=prefixes, stats_tnd=plan.softmax_layout == "TND")
+                prefix=prefixes, stats_tnd=plan.softmax_layout == "TND", block_q=BLOCK_Q, block_k=BLOCK_K)
 
 
 def forward(query, key, value, plan, *, pse=None, drop_mask=None, atten_mask=None):

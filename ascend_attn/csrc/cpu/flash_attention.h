@@ -104,12 +104,23 @@ inline BlockKeep band_block(const Plan& p, const Sequence& s, int64_t i0, int64_
   return band;
 }
 
-// Fills keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept) for a block and classifies it; the bitmap
-// is only filled when the answer is kPartial (positions are shared by the G heads of a group).
-inline BlockKeep keep_block(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+// Narrows the key columns [j0, j1) of a block to those the band / prefix can keep for the query
+// positions [i0, i1) (the diagonal tiles of causal attention shrink to their kept triangle).
+inline void trim_columns(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t& j0, int64_t& j1) {
+  const int64_t lo = p.band_lo[s.b], hi = p.band_hi[s.b], prefix = p.prefix[s.b];
+  j1 = std::min(j1, std::max(i1 + hi, prefix));  // last kept column: i1 - 1 + hi, or prefix - 1
+  if (j0 >= prefix) j0 = std::max(j0, i0 + lo);
+}
+
+// Trims the block (trim_columns), fills keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept) and
+// classifies it; the bitmap is only filled when the answer is kPartial (positions are shared by
+// the G heads of a group).
+inline BlockKeep keep_block(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t& j0, int64_t& j1,
                             uint8_t* keep) {
   BlockKeep band = band_block(p, s, i0, i1, j0, j1);
   if (band == BlockKeep::kNone) return band;
+  trim_columns(p, s, i0, i1, j0, j1);
+  band = band_block(p, s, i0, i1, j0, j1);
   if (band == BlockKeep::kAll && p.mask_form == MaskForm::kNone) return band;
   const int64_t cols = j1 - j0, lo = p.band_lo[s.b], hi = p.band_hi[s.b], prefix = p.prefix[s.b];
   const uint8_t* mask = nullptr;

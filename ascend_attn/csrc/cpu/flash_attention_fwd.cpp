@@ -58,10 +58,10 @@ class ForwardKernel {
     const Sequence& s = seqs_[item.seq];
     CopyIn(s, item, t);
     for (int64_t j0 = 0; j0 < s.s2; j0 += p_.block_k) {
-      const int64_t j1 = std::min(s.s2, j0 + p_.block_k);
-      const BlockKeep kind = keep_block(p_, s, item.i0, item.i1, j0, j1, t.keep.data());
+      int64_t c0 = j0, c1 = std::min(s.s2, j0 + p_.block_k);
+      const BlockKeep kind = keep_block(p_, s, item.i0, item.i1, c0, c1, t.keep.data());
       if (kind == BlockKeep::kNone) continue;  // the mask removes the whole block
-      Compute(s, item, j0, j1, kind == BlockKeep::kPartial, t);
+      Compute(s, item, c0, c1, kind == BlockKeep::kPartial, t);
     }
     CopyOut(s, item, t);
   }
@@ -143,10 +143,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_fwd(
     at::IntArrayRef seq_kv, double scale, const std::optional<at::Tensor>& pse, int64_t pse_form, int64_t pse_type,
     int64_t q_start, int64_t kv_start, const std::optional<at::Tensor>& drop_mask, double keep_prob,
     const std::optional<at::Tensor>& atten_mask, int64_t mask_form, at::IntArrayRef band_lo, at::IntArrayRef band_hi,
-    at::IntArrayRef prefix, bool stats_tnd) {
+    at::IntArrayRef prefix, bool stats_tnd, int64_t block_q, int64_t block_k) {
   BoundPlan bound;
   bind_plan(bound, query, key, seq_q, seq_kv, scale, pse, pse_form, pse_type, q_start, kv_start, drop_mask, keep_prob,
-            atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd);
+            atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd, block_q, block_k);
   const at::Tensor q = as_f32(query), k = as_f32(key), v = as_f32(value);
   at::Tensor out = at::zeros(query.sizes(), query.options().dtype(at::kFloat));
   at::Tensor smax = at::zeros({query.size(0), query.size(1), 8}, out.options());
@@ -165,7 +165,8 @@ TORCH_LIBRARY_FRAGMENT(ascend_attn_cpu, m) {
   m.def(
       "flash_attention_fwd(Tensor query, Tensor key, Tensor value, int[] seq_q, int[] seq_kv, float scale, "
       "Tensor? pse, int pse_form, int pse_type, int q_start, int kv_start, Tensor? drop_mask, float keep_prob, "
-      "Tensor? atten_mask, int mask_form, int[] band_lo, int[] band_hi, int[] prefix, bool stats_tnd) "
+      "Tensor? atten_mask, int mask_form, int[] band_lo, int[] band_hi, int[] prefix, bool stats_tnd, "
+      "int block_q=0, int block_k=0) "
       "-> (Tensor, Tensor, Tensor)");
   m.impl("flash_attention_fwd", c10::DispatchKey::CPU, TORCH_FN(ascend_attn_cpu::fa::flash_attention_fwd));
 }

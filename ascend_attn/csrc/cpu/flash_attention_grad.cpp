@@ -64,10 +64,10 @@ class GradKernel {
       const int64_t i1 = std::min(s.s1, i0 + p_.block_q);
       CopyIn(s, item.n2, i0, i1, t);
       for (int64_t j0 = 0; j0 < s.s2; j0 += p_.block_k) {
-        const int64_t j1 = std::min(s.s2, j0 + p_.block_k);
-        const BlockKeep kind = keep_block(p_, s, i0, i1, j0, j1, t.keep.data());
+        int64_t c0 = j0, c1 = std::min(s.s2, j0 + p_.block_k);
+        const BlockKeep kind = keep_block(p_, s, i0, i1, c0, c1, t.keep.data());
         if (kind == BlockKeep::kNone) continue;
-        Compute(s, item.n2, i0, i1, j0, j1, kind == BlockKeep::kPartial, t);
+        Compute(s, item.n2, i0, i1, c0, c1, kind == BlockKeep::kPartial, t);
       }
       CopyOutDq(s, item.n2, i0, i1, t);
     }
@@ -162,10 +162,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_grad(
     at::IntArrayRef seq_q, at::IntArrayRef seq_kv, double scale, const std::optional<at::Tensor>& pse,
     int64_t pse_form, int64_t pse_type, int64_t q_start, int64_t kv_start, const std::optional<at::Tensor>& drop_mask,
     double keep_prob, const std::optional<at::Tensor>& atten_mask, int64_t mask_form, at::IntArrayRef band_lo,
-    at::IntArrayRef band_hi, at::IntArrayRef prefix, bool stats_tnd) {
+    at::IntArrayRef band_hi, at::IntArrayRef prefix, bool stats_tnd, int64_t block_q, int64_t block_k) {
   BoundPlan bound;
   bind_plan(bound, query, key, seq_q, seq_kv, scale, pse, pse_form, pse_type, q_start, kv_start, drop_mask, keep_prob,
-            atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd);
+            atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd, block_q, block_k);
   const at::Tensor q = as_f32(query), k = as_f32(key), v = as_f32(value), g = as_f32(dy);
   const at::Tensor oin = as_f32(attention_in), smax = as_f32(softmax_max), ssum = as_f32(softmax_sum);
   const auto f32 = query.options().dtype(at::kFloat);
@@ -187,6 +187,6 @@ TORCH_LIBRARY_FRAGMENT(ascend_attn_cpu, m) {
       "flash_attention_grad(Tensor query, Tensor key, Tensor value, Tensor dy, Tensor softmax_max, "
       "Tensor softmax_sum, Tensor attention_in, int[] seq_q, int[] seq_kv, float scale, Tensor? pse, int pse_form, "
       "int pse_type, int q_start, int kv_start, Tensor? drop_mask, float keep_prob, Tensor? atten_mask, "
-      "int mask_form, int[] band_lo, int[] band_hi, int[] prefix, bool stats_tnd) -> (Tensor, Tensor, Tensor)");
+      "int mask_form, int[] band_lo, int[] band_hi, int[] prefix, bool stats_tnd, int block_q=0, int block_k=0) -> (Tensor, Tensor, Tensor)");
   m.impl("flash_attention_grad", c10::DispatchKey::CPU, TORCH_FN(ascend_attn_cpu::fa::flash_attention_grad));
 }

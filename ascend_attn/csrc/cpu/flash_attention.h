@@ -112,6 +112,27 @@ inline void trim_columns(const Plan& p, const Sequence& s, int64_t i0, int64_t i
   if (j0 >= prefix) j0 = std::max(j0, i0 + lo);
 }
 
+// Query positions per row band of a partly kept tile (see for_each_row_band).
+constexpr int64_t kBandRows = 32;
+
+// Calls f(a, b, c0, c1) for the row bands [a, b) of the tile [i0, i1) x [j0, j1), each with the
+// columns [c0, c1) its band / prefix can keep: a diagonal tile then computes about half its area
+// instead of all of it. A fully kept tile is one band with all its columns.
+template <class F>
+void for_each_row_band(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                       bool partial, F&& f) {
+  const int64_t step = partial ? std::max<int64_t>(1, kBandRows / p.group()) : i1 - i0;
+  for (int64_t a = i0; a < i1; a += step) {
+    const int64_t b = std::min(i1, a + step);
+    int64_t c0 = j0, c1 = j1;
+    if (partial) {
+      if (band_block(p, s, a, b, c0, c1) == BlockKeep::kNone) continue;  // nothing kept: m, l, acc unchanged
+      trim_columns(p, s, a, b, c0, c1);
+    }
+    f(a, b, c0, c1);
+  }
+}
+
 // Trims the block (trim_columns), fills keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept) and
 // classifies it; the bitmap is only filled when the answer is kPartial (positions are shared by
 // the G heads of a group).

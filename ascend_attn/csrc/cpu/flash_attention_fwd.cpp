@@ -80,36 +80,39 @@ class ForwardKernel {
     std::fill(t.acc.begin(), t.acc.begin() + rows * d, 0.f);
   }
 
-  // One tile: scores, pse, mask, online softmax, dropout, rounding of P, then acc += P V.
+  // One tile: scores, pse, mask, online softmax, dropout, rounding of P, then acc += P V; a partly
+  // kept tile band by band, each on the columns its rows can keep.
   void Compute(const Sequence& s, const ForwardItem& item, int64_t j0, int64_t j1, bool partial, ForwardTiles& t) {
-    const int64_t g_size = p_.group(), d = p_.head_dim, rows = (item.i1 - item.i0) * g_size;
-    const int64_t cols = j1 - j0, ld = p_.block_k, kv_ld = p_.heads_kv * d;
-    const float* kb = k_ + ((s.ok + j0) * p_.heads_kv + item.n2) * d;
-    const float* vb = v_ + ((s.ok + j0) * p_.heads_kv + item.n2) * d;
-    float* z_all = t.scores.data();
-    gemm_nt(rows, cols, d, t.qt.data(), d, kb, kv_ld, 0.f, z_all, ld);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t il = r / g_size, i = item.i0 + il, h = item.n2 * g_size + r % g_size;
-      float* z = z_all + r * ld;
-      add_pse_row(p_, s, h, i, j0, j1, z);
-      if (partial) {
-        const uint8_t* keep = t.keep.data() + il * cols;
-        for (int64_t c = 0; c < cols; ++c)
-          if (!keep[c]) z[c] = -kInf;
+    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k, kv_ld = p_.heads_kv * d;
+    for_each_row_band(p_, s, item.i0, item.i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
+      const int64_t r0 = (a - item.i0) * g_size, r1 = (b - item.i0) * g_size, cols = c1 - c0;
+      const float* kb = k_ + ((s.ok + c0) * p_.heads_kv + item.n2) * d;
+      const float* vb = v_ + ((s.ok + c0) * p_.heads_kv + item.n2) * d;
+      float* z_all = t.scores.data();
+      gemm_nt(r1 - r0, cols, d, t.qt.data() + r0 * d, d, kb, kv_ld, 0.f, z_all + r0 * ld, ld);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t il = r / g_size, i = item.i0 + il, h = item.n2 * g_size + r % g_size;
+        float* z = z_all + r * ld;
+        add_pse_row(p_, s, h, i, c0, c1, z);
+        if (partial) {
+          const uint8_t* keep = t.keep.data() + il * (j1 - j0) + (c0 - j0);
+          for (int64_t c = 0; c < cols; ++c)
+            if (!keep[c]) z[c] = -kInf;
+        }
+        const float m_new = std::max(t.m[r], ops_.max(z, cols));
+        const float m_safe = m_new == -kInf ? 0.f : m_new;  // rows with nothing kept yet
+        const float alpha = std::exp(t.m[r] - m_safe);
+        t.l[r] = t.l[r] * alpha + ops_.exp_sum(z, cols, m_safe);
+        t.m[r] = m_new;
+        if (p_.drop_mask) {
+          dropout_row(p_, s, h, i, c0, c1, t.drop.data());
+          for (int64_t c = 0; c < cols; ++c) z[c] *= t.drop[c];
+        }
+        ops_.round(z, cols, p_.round);
+        if (alpha != 1.f) ops_.scale(t.acc.data() + r * d, d, alpha);
       }
-      const float m_new = std::max(t.m[r], ops_.max(z, cols));
-      const float m_safe = m_new == -kInf ? 0.f : m_new;  // rows with nothing kept yet
-      const float alpha = std::exp(t.m[r] - m_safe);
-      t.l[r] = t.l[r] * alpha + ops_.exp_sum(z, cols, m_safe);
-      t.m[r] = m_new;
-      if (p_.drop_mask) {
-        dropout_row(p_, s, h, i, j0, j1, t.drop.data());
-        for (int64_t c = 0; c < cols; ++c) z[c] *= t.drop[c];
-      }
-      ops_.round(z, cols, p_.round);
-      if (alpha != 1.f) ops_.scale(t.acc.data() + r * d, d, alpha);
-    }
-    gemm_nn(rows, d, cols, z_all, ld, vb, kv_ld, 1.f, t.acc.data(), d);
+      gemm_nn(r1 - r0, d, cols, z_all + r0 * ld, ld, vb, kv_ld, 1.f, t.acc.data() + r0 * d, d);
+    });
   }
 
   // out = acc / l rounded to the input dtype's grid; statistics x 8 lanes; empty rows per §9a.

@@ -97,43 +97,46 @@ class GradKernel {
   }
 
   // One tile: P = exp(z - m) / l, dP = dO V^T, dS = round((dP * drop - D) * P), Pd = round(P * drop);
-  // dQ += dS K, dK += dS^T (Q * scale), dV += Pd^T dO.
+  // dQ += dS K, dK += dS^T (Q * scale), dV += Pd^T dO. A partly kept tile band by band, each on
+  // the columns its rows can keep.
   void Compute(const Sequence& s, int64_t n2, int64_t i0, int64_t i1, int64_t j0, int64_t j1, bool partial,
                GradTiles& t) {
-    const int64_t g_size = p_.group(), d = p_.head_dim, rows = (i1 - i0) * g_size;
-    const int64_t cols = j1 - j0, ld = p_.block_k, kv_ld = p_.heads_kv * d;
-    const int64_t kv_off = ((s.ok + j0) * p_.heads_kv + n2) * d;
-    const float *kb = k_ + kv_off, *vb = v_ + kv_off;
-    float *probs = t.probs.data(), *dprobs = t.dprobs.data();
-    gemm_nt(rows, cols, d, t.qt.data(), d, kb, kv_ld, 0.f, probs, ld);
-    gemm_nt(rows, cols, d, t.dot.data(), d, vb, kv_ld, 0.f, dprobs, ld);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t il = r / g_size, i = i0 + il, h = n2 * g_size + r % g_size;
-      float *pr = probs + r * ld, *dp = dprobs + r * ld;
-      add_pse_row(p_, s, h, i, j0, j1, pr);
-      ops_.exp_div(pr, cols, t.m[r], t.l[r]);
-      if (partial) {  // masked positions are exactly 0 (never exp of a huge difference)
-        const uint8_t* keep = t.keep.data() + il * cols;
-        for (int64_t c = 0; c < cols; ++c)
-          if (!keep[c]) pr[c] = 0.f;
-      }
-      const float delta = t.delta[r];
-      if (p_.drop_mask) {
-        dropout_row(p_, s, h, i, j0, j1, t.drop.data());
-        const float* f = t.drop.data();
-        for (int64_t c = 0; c < cols; ++c) {
-          dp[c] = (dp[c] * f[c] - delta) * pr[c];
-          pr[c] *= f[c];
+    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k, kv_ld = p_.heads_kv * d;
+    for_each_row_band(p_, s, i0, i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
+      const int64_t r0 = (a - i0) * g_size, rows = (b - a) * g_size, cols = c1 - c0;
+      const int64_t kv_off = ((s.ok + c0) * p_.heads_kv + n2) * d;
+      const float *kb = k_ + kv_off, *vb = v_ + kv_off, *qt = t.qt.data() + r0 * d, *dot = t.dot.data() + r0 * d;
+      float *probs = t.probs.data() + r0 * ld, *dprobs = t.dprobs.data() + r0 * ld;
+      gemm_nt(rows, cols, d, qt, d, kb, kv_ld, 0.f, probs, ld);
+      gemm_nt(rows, cols, d, dot, d, vb, kv_ld, 0.f, dprobs, ld);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t il = (r0 + r) / g_size, i = i0 + il, h = n2 * g_size + (r0 + r) % g_size;
+        float *pr = probs + r * ld, *dp = dprobs + r * ld;
+        add_pse_row(p_, s, h, i, c0, c1, pr);
+        ops_.exp_div(pr, cols, t.m[r0 + r], t.l[r0 + r]);
+        if (partial) {  // masked positions are exactly 0 (never exp of a huge difference)
+          const uint8_t* keep = t.keep.data() + il * (j1 - j0) + (c0 - j0);
+          for (int64_t c = 0; c < cols; ++c)
+            if (!keep[c]) pr[c] = 0.f;
         }
-      } else {
-        for (int64_t c = 0; c < cols; ++c) dp[c] = (dp[c] - delta) * pr[c];
+        const float delta = t.delta[r0 + r];
+        if (p_.drop_mask) {
+          dropout_row(p_, s, h, i, c0, c1, t.drop.data());
+          const float* f = t.drop.data();
+          for (int64_t c = 0; c < cols; ++c) {
+            dp[c] = (dp[c] * f[c] - delta) * pr[c];
+            pr[c] *= f[c];
+          }
+        } else {
+          for (int64_t c = 0; c < cols; ++c) dp[c] = (dp[c] - delta) * pr[c];
+        }
+        ops_.round(dp, cols, p_.round);
+        ops_.round(pr, cols, p_.round);
       }
-      ops_.round(dp, cols, p_.round);
-      ops_.round(pr, cols, p_.round);
-    }
-    gemm_nn(rows, d, cols, dprobs, ld, kb, kv_ld, 1.f, t.dq.data(), d);
-    gemm_tn(cols, d, rows, dprobs, ld, t.qt.data(), d, 1.f, dk_ + kv_off, kv_ld);
-    gemm_tn(cols, d, rows, probs, ld, t.dot.data(), d, 1.f, dv_ + kv_off, kv_ld);
+      gemm_nn(rows, d, cols, dprobs, ld, kb, kv_ld, 1.f, t.dq.data() + r0 * d, d);
+      gemm_tn(cols, d, rows, dprobs, ld, qt, d, 1.f, dk_ + kv_off, kv_ld);
+      gemm_tn(cols, d, rows, probs, ld, dot, d, 1.f, dv_ + kv_off, kv_ld);
+    });
   }
 
   // dq = round((dS K) * scale): the scale after the product, as the kernel does.

@@ -121,3 +121,33 @@ def test_float64_and_forward_hooks_stay_on_the_eager_path():
     assert not native_fa.supported(native_fa.FORWARD_OP, query, hooks=lambda seq: None)
     with native.forced("eager"):
         assert not native_fa.supported(native_fa.GRAD_OP, query)
+
+
+def test_mindspore_cpu_path_runs_the_native_kernels(monkeypatch):
+    """MindSpore's CPU primitives reach the native kernels through their torch core (bf16 crosses
+    the pyfunc boundary as fp32 and back), with the numbers of the torch op."""
+    ms = pytest.importorskip("mindspore")
+    from ascend_attn import mindspore as ams
+    calls = []
+    for name in ("forward", "backward"):
+        real = getattr(native_fa, name)
+        monkeypatch.setattr(native_fa, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    args, kw = fa_case("bfloat16", sparse_mode=3, seed=8)
+    q, k, v, heads, seq_q, seq_kv = args
+    to_ms = lambda t: ms.Tensor(t.float().numpy()).astype(ms.bfloat16) if t.dtype == torch.bfloat16 else ms.Tensor(t.numpy())
+    attrs = dict(scale_value=kw["scale_value"], sparse_mode=3)
+    mask = to_ms(kw["atten_mask"])
+    out, smax, ssum = ams.FlashAttentionVarLenScoreV4(heads, **attrs)(
+        to_ms(q), to_ms(k), to_ms(v), attn_mask=mask, actual_seq_qlen=seq_q, actual_seq_kvlen=seq_kv)
+    dy = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(q.dtype)
+    grads = ams.FlashAttentionUnpaddingScoreGradV4(heads, **attrs)(
+        to_ms(q), to_ms(k), to_ms(v), to_ms(dy), atten_mask=mask, softmax_max=smax, softmax_sum=ssum,
+        attention_in=out, actual_seq_qlen=seq_q, actual_seq_kvlen=seq_kv)
+    got = [torch.from_numpy(t.astype(ms.float32).asnumpy()) for t in (out, smax, ssum, *grads[:3])]  # syncs
+    assert calls == ["forward", "backward"]
+    want = ascend_attn.flash_attention_varlen_score(*args, **kw)
+    want_grads = ascend_attn.flash_attention_unpadding_score_grad(
+        q, k, v, dy, heads, seq_q, seq_kv, want[1], want[2], want[0], atten_mask=kw["atten_mask"], **attrs)
+    for g, ref in zip(got, [*want, *want_grads[:3]]):
+        assert torch.equal(g, ref.float())

@@ -8,6 +8,9 @@ threads only split independent work. The tests below pin that claim for 1 vs 2 t
 on shapes large enough to span several key blocks (FA ``BLOCK_K`` = 512, several IFA KV blocks)
 so that a future change introducing thread-dependent reductions is caught.
 
+FA runs on both CPU kernel paths: the native kernels split work over (sequence, kv head, query
+block) in the forward and (sequence, kv head) in the backward, each item reducing in a fixed order.
+
 Comparisons are on the raw bit patterns (NaN-safe), not on values.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 import torch
 
 import ascend_attn
+from ascend_attn import native
 from ascend_attn.testing.samples import fa_case, ifa_case, rau_torch_sample_inputs
 
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16,
@@ -126,28 +130,42 @@ RUNS = {
 }
 
 
-@pytest.mark.parametrize("name", list(RUNS))
-def test_run_to_run_bit_identical(name):
+# FA runs on both CPU kernel paths (native C++ and eager torch); the other ops on the default one.
+CASES = [(name, path) for name in RUNS for path in (("native", "eager") if name.startswith("fa") else (None,))]
+
+
+def case_id(case):
+    return case[0] if case[1] is None else f"{case[0]}-{case[1]}"
+
+
+def run_on(name, path):
+    with contextlib.nullcontext() if path is None else native.forced(path):
+        return RUNS[name]()
+
+
+@pytest.mark.parametrize("name,path", CASES, ids=[case_id(c) for c in CASES])
+def test_run_to_run_bit_identical(name, path):
     with threads(2):
-        first = RUNS[name]()
-        second = RUNS[name]()
+        first = run_on(name, path)
+        second = run_on(name, path)
     assert_bit_identical(first, second)
 
 
-@pytest.mark.parametrize("name", list(RUNS))
-def test_results_do_not_depend_on_thread_count(name):
+@pytest.mark.parametrize("name,path", CASES, ids=[case_id(c) for c in CASES])
+def test_results_do_not_depend_on_thread_count(name, path):
     """The documented claim: 1, 2 and 4 intra-op threads give bit-identical results."""
     with threads(1):
-        one = RUNS[name]()
+        one = run_on(name, path)
     with threads(2):
-        two = RUNS[name]()
+        two = run_on(name, path)
     assert_bit_identical(one, two)
-    if name.startswith("fa-fp32") or name == "ifa-fp16":
+    if name.startswith("fa-fp32") or name == "ifa-fp16" or path == "native":
         with threads(4):
-            four = RUNS[name]()
+            four = run_on(name, path)
         assert_bit_identical(one, four)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_fa_gradients_identical_through_autograd_and_grad_op():
     """The autograd backward and the explicit grad op are the same computation, bit for bit."""
     args, kwargs = fa_inputs("float16", sparse_mode=3, softmax_layout="same_as_input")

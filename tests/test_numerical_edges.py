@@ -20,6 +20,8 @@ import test_properties as P
 
 FLT_MAX = 3.4028234663852886e38
 LOW = ["float16", "bfloat16"]
+# FA tests run on both CPU kernel paths (native C++ and eager torch, conftest.cpu_path).
+FA_BOTH_PATHS = pytest.mark.usefixtures("cpu_path")
 
 
 def fa_run(args, kwargs, dy_seed=1, grad=True):
@@ -46,6 +48,7 @@ def check_ifa_against_reference(args, kwargs, dtype):
 
 # ============================================================ large logits (naive overflow)
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("dtype", LOW)
 def test_fa_large_logits_stay_finite_and_match_reference(dtype):
     """|q.k| ~ 1e5: overflows fp16 (max 65504) and exp() of any float format in a naive softmax."""
@@ -91,6 +94,7 @@ P_NAMES = ("prev_attn_out", "prev_softmax_max", "prev_softmax_sum", "cur_attn_ou
 
 # ============================================================ fully masked rows (§9a, §9f)
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("dtype", ["float32", *LOW])
 @pytest.mark.parametrize("inner_precise", [0, 1, 2])
 def test_fa_fully_masked_rows(dtype, inner_precise):
@@ -110,6 +114,7 @@ def test_fa_fully_masked_rows(dtype, inner_precise):
     check_fa_against_reference(args, kwargs, dtype)
 
 
+@FA_BOTH_PATHS
 def test_fa_all_rows_masked_gives_zero_gradients():
     args, kwargs = fa_case("float32", (3, 2), (4, 4), 2, 1, 8, sparse_mode=1, full_mask=None, tail_rows=1, seed=4)
     kwargs["atten_mask"] = torch.ones(3, 4, dtype=torch.bool)
@@ -140,6 +145,7 @@ def test_ifa_fully_masked_row_with_int8_output_is_quant2_of_zero():
 
 # ============================================================ one key per row
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("dtype", ["float32", *LOW])
 def test_fa_one_key_per_row_returns_value_row(dtype):
     args, kwargs = fa_case(dtype, (3, 1, 2), (1, 1, 1), 2, 2, 16, sparse_mode=1, full_mask=None, tail_rows=0, seed=7)
@@ -164,6 +170,7 @@ def test_ifa_one_key_returns_value_row():
 
 # ============================================================ zero-length sequences, tail rows (§9c)
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("layout", ["", "same_as_input"])
 def test_fa_zero_length_sequences_and_tail_rows(layout):
     # seq 0: S1=3,S2=4; seq 1: S1=0 (its kv rows 4,5 get no gradient); seq 2: S2=0 -> empty rows;
@@ -185,6 +192,7 @@ def test_fa_zero_length_sequences_and_tail_rows(layout):
     check_fa_against_reference(args, kwargs, "float32")
 
 
+@FA_BOTH_PATHS
 def test_fa_all_sequences_empty_in_q():
     """Σ S1 = 0 but tensors have rows: every output and gradient is 0, nothing fails."""
     args, kwargs = fa_case("float16", (0, 0), (3, 2), 2, 2, 8, sparse_mode=0, full_mask=None, tail_rows=2, seed=10)
@@ -213,6 +221,7 @@ def test_rau_zero_length_sequences_in_tnd():
 
 # ============================================================ dropout edges (§6)
 
+@FA_BOTH_PATHS
 def test_keep_prob_near_zero_with_mask_matches_reference():
     args, kwargs = fa_case("float32", (4, 5), (6, 5), 2, 1, 8, sparse_mode=0, full_mask=None, dropout=True, seed=12)
     kwargs["keep_prob"] = 1e-3
@@ -224,6 +233,7 @@ def test_keep_prob_near_zero_with_mask_matches_reference():
     check_fa_against_reference(args, kwargs, "float32")
 
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("dtype", LOW)
 def test_keep_prob_near_zero_low_precision(dtype):
     args, kwargs = fa_case(dtype, (4, 5), (6, 5), 2, 1, 8, sparse_mode=3, dropout=True, seed=13)
@@ -231,6 +241,7 @@ def test_keep_prob_near_zero_low_precision(dtype):
     check_fa_against_reference(args, kwargs, dtype)
 
 
+@FA_BOTH_PATHS
 def test_keep_prob_one_with_drop_mask_still_drops():
     args, kwargs = fa_case("float32", (4, 5), (6, 5), 2, 1, 8, sparse_mode=1, full_mask=None, dropout=True, seed=14)
     kwargs["keep_prob"] = 1.0
@@ -243,6 +254,7 @@ def test_keep_prob_one_with_drop_mask_still_drops():
     check_fa_against_reference(args, kwargs, "float32")
 
 
+@FA_BOTH_PATHS
 def test_drop_mask_all_zero_gives_zero_output_but_normal_statistics():
     args, kwargs = fa_case("float32", (4, 5), (6, 5), 2, 1, 8, sparse_mode=1, full_mask=None, dropout=True,
                            tail_rows=0, seed=15)
@@ -263,6 +275,7 @@ def empty_row_partial(dtype="float32"):
     return args, kwargs, out, smax, ssum
 
 
+@FA_BOTH_PATHS
 def test_empty_row_statistics_through_the_grad_op():
     args, kwargs, out, smax, ssum = empty_row_partial()
     assert torch.all(smax[3:] == -FLT_MAX) and torch.all(ssum[3:] == FLT_MAX) and torch.all(out[3:] == 0)
@@ -315,6 +328,7 @@ def test_rau_both_sums_zero_is_nan():
     assert torch.isnan(o).all() and torch.all(s == 0) and torch.all(m == 0)
 
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_two_fa_partials_merged_by_rau_equal_full_attention(dtype):
     """Ring step: keys split in two halves (the second half empty for sequence 1) -> RAU == full FA."""
@@ -341,6 +355,7 @@ def test_two_fa_partials_merged_by_rau_equal_full_attention(dtype):
 
 # ============================================================ NaN / Inf where nothing may be read (§0.6)
 
+@FA_BOTH_PATHS
 @pytest.mark.parametrize("poison", [float("nan"), float("inf")])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_fa_poisoned_tail_rows_are_never_read(poison, dtype):
@@ -355,6 +370,7 @@ def test_fa_poisoned_tail_rows_are_never_read(poison, dtype):
         assert torch.equal(g, c)
 
 
+@FA_BOTH_PATHS
 def test_fa_grad_poisoned_dy_stats_and_attention_in_tails_are_never_read():
     args, kwargs = fa_case("float16", (3, 4), (4, 5), 2, 1, 8, sparse_mode=3, tail_rows=2, seed=19,
                            softmax_layout="same_as_input")

@@ -16,10 +16,13 @@ from zero; bf16: nearest even).
 """
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import dataclass
 
 import torch
 
+from ..native import flash_attention as native_fa
 from ..validation import FlashPlan
 
 FLT_MAX = 3.4028234663852886e38
@@ -93,6 +96,31 @@ def sequences(plan: FlashPlan):
         row += plan.heads_q * s2
 
 
+def band_limits(plan: FlashPlan, seq: Sequence, has_mask: bool):
+    """``(lo, hi, prefix)`` of the index part of the keep rule of sequence ``seq`` (semantics.md §4):
+    keep when ``lo <= j - i <= hi`` or ``j < prefix``; None = unbounded / no prefix."""
+    lo = hi = prefix = None
+    if not has_mask:
+        return lo, hi, prefix  # no mask: full attention in every mode
+    mode, delta = plan.sparse_mode, seq.s2 - seq.s1
+    pre, nxt = plan.pre_tokens, plan.next_tokens
+    if mode == 0:
+        lo, hi = -pre, nxt
+    elif mode == 2:
+        hi = 0
+    elif mode in (3, 6):
+        hi = delta
+    elif mode == 4:
+        lo, hi = delta - pre, delta + nxt
+    elif mode == 7:
+        hi = delta + nxt if seq.b == plan.last_active else delta
+    elif mode == 8:
+        hi = seq.s2 - max(seq.s1 - nxt, 0) if seq.b == plan.first_active else 0
+    if mode == 6:
+        prefix = plan.prefix[seq.b]
+    return lo, hi, prefix
+
+
 class KeepRule:
     """Which (i, j) of one sequence are kept (docs/semantics.md §4), block by block.
 
@@ -101,25 +129,10 @@ class KeepRule:
     """
 
     def __init__(self, plan: FlashPlan, seq: Sequence, atten_mask: torch.Tensor | None):
-        self.lo = self.hi = self.prefix = self.mask = None
+        self.lo, self.hi, self.prefix = band_limits(plan, seq, atten_mask is not None)
+        self.mask = None
         if atten_mask is None:
-            return  # no mask: full attention in every mode
-        mode, delta = plan.sparse_mode, seq.s2 - seq.s1
-        pre, nxt = plan.pre_tokens, plan.next_tokens
-        if mode == 0:
-            self.lo, self.hi = -pre, nxt
-        elif mode == 2:
-            self.hi = 0
-        elif mode in (3, 6):
-            self.hi = delta
-        elif mode == 4:
-            self.lo, self.hi = delta - pre, delta + nxt
-        elif mode == 7:
-            self.hi = delta + nxt if seq.b == plan.last_active else delta
-        elif mode == 8:
-            self.hi = seq.s2 - max(seq.s1 - nxt, 0) if seq.b == plan.first_active else 0
-        if mode == 6:
-            self.prefix = plan.prefix[seq.b]
+            return
         if plan.mask_form == "local":
             self.mask = atten_mask[: seq.s1, : seq.s2]
         elif plan.mask_form == "global":
@@ -300,7 +313,11 @@ def flash_attention_forward(query, key, value, plan: FlashPlan, *, pse=None, dro
     ``hooks`` (ATB SelfAttention): ``hooks(seq)`` -> None or an object whose ``scores(s, i0, i1, j0, j1)``
     rewrites a scaled score block ``[N2, rows, G, cols]`` before pse and ``probs(p, i0, i1, j0, j1)`` a
     rounded probability block ``[N2, rows*G, cols]`` before ``P @ V``.
+    On CPU the native kernel runs instead where it is built and covers the call (not float64, no
+    ``hooks``): ``ascend_attn.native.flash_attention``.
     """
+    if native_fa.supported(native_fa.FORWARD_OP, query, key, value, hooks=hooks):
+        return native_fa.forward(query, key, value, plan, pse=pse, drop_mask=drop_mask, atten_mask=atten_mask)
     dtype, device = query.dtype, query.device
     cdtype = _compute_dtype(dtype)
     n2, g = plan.heads_kv, plan.heads_q // plan.heads_kv
@@ -362,7 +379,11 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
     """TND grad. Returns ``(dq, dk, dv)`` shaped and typed like query / key / value.
 
     P is recomputed from the given statistics (lane 0); ``D = rowsum(dy * attention_in)``.
+    On CPU the native kernel runs instead where it is built (not for float64).
     """
+    if native_fa.supported(native_fa.GRAD_OP, query, key, value):
+        return native_fa.backward(query, key, value, dy, softmax_max, softmax_sum, attention_in, plan, pse=pse,
+                                  drop_mask=drop_mask, atten_mask=atten_mask)
     dtype, device = query.dtype, query.device
     cdtype = _compute_dtype(dtype)
     n2, g = plan.heads_kv, plan.heads_q // plan.heads_kv
@@ -426,15 +447,36 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
 
 # ----------------------------------------------------------------------------- compressed masks
 
+@functools.lru_cache(maxsize=4)
+def _canonical_compressed_mask(rows: int, device: torch.device) -> torch.Tensor:
+    """C2048 or C3072 (semantics.md §4), built once per device: building it costs more than a
+    small attention call. Read-only: never modify the result."""
+    upper = torch.ones(2048, 2048, dtype=torch.bool, device=device).triu(1)
+    return upper if rows == 2048 else torch.cat(
+        [upper, torch.cat([torch.zeros(1024, 1024, dtype=torch.bool, device=device),
+                           torch.ones(1024, 1024, dtype=torch.bool, device=device)], dim=1)])
+
+
 def check_compressed_mask(atten_mask: torch.Tensor, sparse_mode: int, op: str) -> None:
     """The CPU fallback verifies compressed mask content (catches inverted polarity, §4 [P])."""
     from ..validation import value_error
+    ref, version = _verified_masks.get(id(atten_mask), (None, None))
+    if ref is not None and ref() is atten_mask and version == atten_mask._version:
+        return  # this very tensor, unmodified since it passed (a model reuses one mask every call)
     rows, cols = atten_mask.shape
-    upper = torch.ones(2048, 2048, dtype=torch.bool, device=atten_mask.device).triu(1)
-    want = upper if rows == 2048 else torch.cat(
-        [upper, torch.cat([torch.zeros(1024, 1024, dtype=torch.bool, device=atten_mask.device),
-                           torch.ones(1024, 1024, dtype=torch.bool, device=atten_mask.device)], dim=1)])
-    if not torch.equal(atten_mask.to(torch.bool), want) or (atten_mask.dtype == torch.uint8 and int(atten_mask.max()) > 1):
+    want = _canonical_compressed_mask(rows, atten_mask.device)
+    # Byte-wise as int64 words (7x faster than comparing bools): bool and uint8 canonical masks hold
+    # the same 0/1 bytes, so this also rejects uint8 values other than 0 and 1.
+    as_words = lambda t: t.contiguous().view(torch.uint8).view(torch.int64)
+    if not torch.equal(as_words(atten_mask), as_words(want)):
         form = "triu(ones(2048, 2048), 1)" if rows == 2048 else "[triu(ones(2048,2048),1); [zeros(1024,1024) | ones(1024,1024)]]"
         raise value_error(op, "atten_mask", f"the canonical compressed mask {form} (1 = masked) for sparse_mode "
                           f"{sparse_mode}", "other content")
+    if len(_verified_masks) > 16:
+        _verified_masks.clear()
+    _verified_masks[id(atten_mask)] = (weakref.ref(atten_mask), atten_mask._version)
+
+
+# Compressed masks whose content passed: id -> (weak reference, version counter at the check);
+# the reference tells a reused id from the same tensor, in-place writes bump the version.
+_verified_masks: dict[int, tuple] = {}

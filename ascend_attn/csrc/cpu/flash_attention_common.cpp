@@ -1,0 +1,279 @@
+// FlashAttention CPU core, shared pieces: per-row vector primitives (AVX2+FMA or scalar, chosen at
+// run time) and the fp32 GEMM wrappers over the BLAS that torch exports.
+#include "flash_attention.h"
+
+namespace ascend_attn_cpu {
+namespace fa {
+
+// ----------------------------------------------------------------------------- scalar row ops
+namespace {
+
+float max_scalar(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < n; ++c) m = std::max(m, x[c]);
+  return m;
+}
+
+float exp_sum_scalar(float* x, int64_t n, float m) {
+  float sum = 0.f;
+  for (int64_t c = 0; c < n; ++c) sum += (x[c] = std::exp(x[c] - m));
+  return sum;
+}
+
+void exp_div_scalar(float* x, int64_t n, float m, float l) {
+  for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c] - m) / l;
+}
+
+void scale_scalar(float* x, int64_t n, float a) {
+  for (int64_t c = 0; c < n; ++c) x[c] *= a;
+}
+
+void round_scalar_row(float* x, int64_t n, Round mode) {
+  if (mode == Round::kNone) return;
+  for (int64_t c = 0; c < n; ++c) x[c] = round_scalar(x[c], mode);
+}
+
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+  for (int64_t c = 0; c < n; ++c) s += a[c] * b[c];
+  return s;
+}
+
+constexpr RowOps kScalarOps{max_scalar, exp_sum_scalar, exp_div_scalar, scale_scalar, round_scalar_row, dot_scalar};
+
+// ----------------------------------------------------------------------------- AVX2 + FMA row ops
+#if defined(__x86_64__)
+#define AVX2_FN __attribute__((target("avx2,fma")))
+
+AVX2_FN inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+AVX2_FN inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// exp(x), float32, about 1 ulp (Cephes expf polynomial after x = n ln2 + r); inputs below the
+// normal range (incl. -inf: masked scores) give exactly 0.
+AVX2_FN inline __m256 exp256(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
+  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2));
+  return _mm256_andnot_ps(underflow, y);
+}
+
+AVX2_FN float max_avx2(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + c));
+  float r = hmax(m);
+  for (; c < n; ++c) r = std::max(r, x[c]);
+  return r;
+}
+
+AVX2_FN float exp_sum_avx2(float* x, int64_t n, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + c), vm));
+    _mm256_storeu_ps(x + c, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (c < n) {  // tail through the same exp: one numerical path for every column
+    alignas(32) float buf[8];
+    const int64_t rest = n - c;
+    for (int k = 0; k < 8; ++k) buf[k] = k < rest ? x[c + k] - m : -std::numeric_limits<float>::infinity();
+    __m256 e = exp256(_mm256_load_ps(buf));
+    _mm256_store_ps(buf, e);
+    acc = _mm256_add_ps(acc, e);
+    for (int64_t k = 0; k < rest; ++k) x[c + k] = buf[k];
+  }
+  return hsum(acc);
+}
+
+AVX2_FN void exp_div_avx2(float* x, int64_t n, float m, float l) {
+  const __m256 vm = _mm256_set1_ps(m), vl = _mm256_set1_ps(l);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8)
+    _mm256_storeu_ps(x + c, _mm256_div_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(x + c), vm)), vl));
+  if (c < n) {
+    alignas(32) float buf[8];
+    const int64_t rest = n - c;
+    for (int k = 0; k < 8; ++k) buf[k] = k < rest ? x[c + k] - m : 0.f;
+    _mm256_store_ps(buf, _mm256_div_ps(exp256(_mm256_load_ps(buf)), vl));
+    for (int64_t k = 0; k < rest; ++k) x[c + k] = buf[k];
+  }
+}
+
+AVX2_FN void scale_avx2(float* x, int64_t n, float a) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, _mm256_mul_ps(_mm256_loadu_ps(x + c), va));
+  for (; c < n; ++c) x[c] *= a;
+}
+
+// bf16 nearest-even on the float32 bits: add 0x7fff + lsb, clear the low half (NaN passes).
+AVX2_FN inline __m256 round_bf16_256(__m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb),
+                                     _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  return _mm256_blendv_ps(_mm256_castsi256_ps(r), x, nan);
+}
+
+// fp16 nearest, ties away from zero, kept as float32 (see float_to_fp16_half_away in common.h):
+// normal range: add half of the dropped 13 bits and truncate; subnormal range: units of 2^-24,
+// floor + (fraction >= 0.5) (exact); |x| >= 65520: inf; NaN passes.
+AVX2_FN inline __m256 round_fp16_256(__m256 x) {
+  const __m256 sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  const __m256 sign = _mm256_and_ps(x, sign_mask);
+  const __m256 a = _mm256_andnot_ps(sign_mask, x);
+  const __m256i ai = _mm256_castps_si256(a);
+  const __m256 normal = _mm256_castsi256_ps(_mm256_and_si256(_mm256_add_epi32(ai, _mm256_set1_epi32(0x1000)),
+                                                              _mm256_set1_epi32(static_cast<int>(0xffffe000u))));
+  const __m256 units = _mm256_mul_ps(a, _mm256_set1_ps(16777216.f));  // a * 2^24, exact
+  const __m256 whole = _mm256_floor_ps(units);
+  const __m256 up = _mm256_and_ps(_mm256_cmp_ps(_mm256_sub_ps(units, whole), _mm256_set1_ps(0.5f), _CMP_GE_OQ),
+                                  _mm256_set1_ps(1.f));
+  const __m256 sub = _mm256_mul_ps(_mm256_add_ps(whole, up), _mm256_set1_ps(5.9604644775390625e-8f));
+  __m256 r = _mm256_blendv_ps(sub, normal, _mm256_cmp_ps(a, _mm256_set1_ps(6.103515625e-05f), _CMP_GE_OQ));
+  r = _mm256_blendv_ps(r, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                       _mm256_cmp_ps(a, _mm256_set1_ps(65520.f), _CMP_GE_OQ));
+  r = _mm256_or_ps(r, sign);
+  return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+AVX2_FN void round_avx2(float* x, int64_t n, Round mode) {
+  if (mode == Round::kNone) return;
+  int64_t c = 0;
+  if (mode == Round::kBf16Even) {
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round_bf16_256(_mm256_loadu_ps(x + c)));
+  } else {
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round_fp16_256(_mm256_loadu_ps(x + c)));
+  }
+  for (; c < n; ++c) x[c] = round_scalar(x[c], mode);
+}
+
+AVX2_FN float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc);
+  float s = hsum(acc);
+  for (; c < n; ++c) s += a[c] * b[c];
+  return s;
+}
+
+constexpr RowOps kAvx2Ops{max_avx2, exp_sum_avx2, exp_div_avx2, scale_avx2, round_avx2, dot_avx2};
+#endif
+
+bool use_avx2() {
+  return cpu_features().avx2;
+}
+
+}  // namespace
+
+const RowOps& row_ops() {
+#if defined(__x86_64__)
+  static const RowOps& ops = use_avx2() ? kAvx2Ops : kScalarOps;
+#else
+  static const RowOps& ops = kScalarOps;
+#endif
+  return ops;
+}
+
+const char* row_ops_name() {
+#if defined(__x86_64__)
+  return use_avx2() ? "avx2" : "scalar";
+#else
+  return "scalar";
+#endif
+}
+
+// ----------------------------------------------------------------------------- GEMM
+
+}  // namespace fa
+}  // namespace ascend_attn_cpu
+
+// Fortran BLAS and MKL's thread control, as libtorch_cpu exports them on x86 (MKL). Weak: a torch
+// built without them still loads this library and the plain loop runs.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C entry (lower case is Fortran)
+}
+
+namespace ascend_attn_cpu {
+namespace fa {
+namespace {
+
+// Column-major sgemm: C[m, n] = alpha op(A) op(B) + beta C.
+void sgemm_col(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (sgemm_ != nullptr) {
+    const int im = int(m), in = int(n), ik = int(k), ilda = int(lda), ildb = int(ldb), ildc = int(ldc);
+    const float one = 1.f;
+    sgemm_(&ta, &tb, &im, &in, &ik, &one, a, &ilda, b, &ildb, &beta, c, &ildc);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < m; ++i) {
+      float s = 0.f;
+      for (int64_t p = 0; p < k; ++p) {
+        const float av = ta == 'N' ? a[p * lda + i] : a[i * lda + p];
+        const float bv = tb == 'N' ? b[j * ldb + p] : b[p * ldb + j];
+        s += av * bv;
+      }
+      c[j * ldc + i] = (beta == 0.f ? 0.f : beta * c[j * ldc + i]) + s;
+    }
+  }
+}
+
+}  // namespace
+
+// Row-major C = A op(B) is column-major C^T = op(B)^T A^T: swap the operands, keep the flags.
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+             float* c, int64_t ldc) {
+  sgemm_col('T', 'N', n, m, k, b, ldb, a, lda, beta, c, ldc);
+}
+
+void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+             float* c, int64_t ldc) {
+  sgemm_col('N', 'N', n, m, k, b, ldb, a, lda, beta, c, ldc);
+}
+
+void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+             float* c, int64_t ldc) {
+  sgemm_col('N', 'T', n, m, k, b, ldb, a, lda, beta, c, ldc);
+}
+
+bool blas_available() { return sgemm_ != nullptr; }
+
+SingleThreadedBlas::SingleThreadedBlas() : previous(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}
+SingleThreadedBlas::~SingleThreadedBlas() {
+  if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous);
+}
+
+}  // namespace fa
+}  // namespace ascend_attn_cpu

@@ -33,7 +33,7 @@ SOURCE_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cpu"
 CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-Wno-unused-function")
 
 # Ops of the ascend_attn namespace whose CPU kernel has a native implementation.
-OPS: tuple[str, ...] = ("ring_attention_update",)
+OPS: tuple[str, ...] = ("ring_attention_update", "incre_flash_attention")
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "reason": None}

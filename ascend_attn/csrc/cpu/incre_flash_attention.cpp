@@ -1,0 +1,332 @@
+// IncreFlashAttention, native CPU kernel (semantics.md §7): decode at the speed of one read of the
+// KV cache.
+//
+// Init: the plan (incre_flash_attention.h) holds pointers and strides; K/V are read in place
+// (contiguous, tensor list or pages through the block table), int8 rows are converted in
+// registers. Work items are (batch, KV head, chunk of kChunk positions): the G query heads of the
+// group share every K and V row read. Process: each item computes its scores, its softmax pieces
+// relative to its own maximum and its unnormalised P.V (flash-decoding partials). CopyOut: per
+// (batch, KV head) the partials are merged in chunk order, normalised, rounded or quantised.
+// The chunking depends on the shape only and every sum runs in a fixed order, so the result is
+// bit-identical for any thread count.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common.h"
+#include "decode_simd.h"
+#include "incre_flash_attention.h"
+
+namespace ascend_attn_cpu {
+namespace ifa {
+
+namespace isa_scalar {
+#define IFA_BODY_AVX2 0
+#include "incre_flash_attention_body.h"
+#undef IFA_BODY_AVX2
+}  // namespace isa_scalar
+
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace isa_avx2 {
+#define IFA_BODY_AVX2 1
+#include "incre_flash_attention_body.h"
+#undef IFA_BODY_AVX2
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#endif
+
+// ------------------------------------------------------------------ output rounding / quant2 (§0.5, §7.6)
+inline int8_t int8_sat(float x) {
+  if (std::isnan(x)) return 0;
+  return static_cast<int8_t>(std::min(127.0f, std::max(-128.0f, x)));
+}
+
+inline float fp16_rne_value(float x) { return fp16_to_float(float_to_fp16_rne(x)); }
+
+// Writes row (b, h) of the output from o[D] (float32, already normalised).
+void write_row(const Plan& p, int64_t b, int64_t h, const float* o) {
+  const int64_t d = p.head_dim, base = (b * p.heads_q + h) * d;
+  switch (p.out_type) {
+    case ElemType::f16: {
+      uint16_t* out = static_cast<uint16_t*>(p.out) + base;
+      for (int64_t e = 0; e < d; ++e) out[e] = float_to_fp16_half_away(o[e]);
+      return;
+    }
+    case ElemType::bf16: {
+      uint16_t* out = static_cast<uint16_t*>(p.out) + base;
+      for (int64_t e = 0; e < d; ++e) out[e] = float_to_bf16_rne(o[e]);
+      return;
+    }
+    case ElemType::i8: {
+      int8_t* out = static_cast<int8_t*>(p.out) + base;
+      if (p.quant == 1) {  // per tensor: AscendQuant in fp16 arithmetic, half-even
+        const float sc = fp16_rne_value(p.q2_scale[0]);
+        for (int64_t e = 0; e < d; ++e) {
+          float y = fp16_rne_value(fp16_rne_value(o[e]) * sc);
+          if (p.q2_offset) y = fp16_rne_value(y + fp16_rne_value(p.q2_offset[0]));
+          out[e] = int8_sat(std::nearbyint(y));
+        }
+      } else {  // per channel c = h*D + e: fp32 arithmetic, HALF_AWAY16 then round half away
+        for (int64_t e = 0; e < d; ++e) {
+          const int64_t c = h * d + e;
+          float y = o[e] * p.q2_scale[c];
+          if (p.q2_offset) y = y + p.q2_offset[c];
+          float y16 = fp16_to_float(float_to_fp16_half_away(y));
+          float r = std::isnan(y16) ? y16 : std::copysign(std::floor(std::fabs(y16) + 0.5f), y16);
+          out[e] = int8_sat(r);
+        }
+      }
+      return;
+    }
+    default: {
+      float* out = static_cast<float*>(p.out) + base;
+      for (int64_t e = 0; e < d; ++e) out[e] = o[e];
+    }
+  }
+}
+
+// ------------------------------------------------------------------ the whole op
+struct Partials {
+  int64_t stride;  // floats per item: G*(4 + D)
+  std::vector<float> data;
+  PartialView view(const Plan& p, int64_t i) {
+    float* base = data.data() + i * stride;
+    const int64_t g = p.group;
+    return {base, base + g, base + 2 * g, base + 3 * g, base + 4 * g};
+  }
+};
+
+// Merge the items of (b, KV head) in chunk order and write the G output rows.
+void combine(const Plan& p, Partials& parts, int64_t b, int64_t kvh, int64_t first, int64_t count) {
+  const int64_t g = p.group, d = p.head_dim;
+  std::vector<float> acc(static_cast<size_t>(d));
+  for (int64_t j = 0; j < g; ++j) {
+    const int64_t h = kvh * g + j;
+    float kept = 0.0f, m = -INFINITY;
+    for (int64_t i = first; i < first + count; ++i) {
+      PartialView v = parts.view(p, i);
+      kept += v.kept[j];
+      if (v.m[j] != -INFINITY) m = (std::isnan(m) || std::isnan(v.m[j])) ? m + v.m[j] : std::max(m, v.m[j]);
+    }
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    if (kept == 0.0f || m == -INFINITY) {  // nothing kept by lengths/mask: 0 / quant2(0) (§9f)
+      write_row(p, b, h, acc.data());
+      continue;
+    }
+    float l = 0.0f, psum = 0.0f;
+    for (int64_t i = first; i < first + count; ++i) {
+      PartialView v = parts.view(p, i);
+      if (v.m[j] == -INFINITY) continue;
+      const float alpha = exp_poly(v.m[j] - m);
+      l += v.l[j] * alpha;
+      psum += v.psum[j] * alpha;
+      const float* a = v.acc + j * d;
+      for (int64_t e = 0; e < d; ++e) acc[e] += a[e] * alpha;
+    }
+    if (p.av_scale) {  // value antiquant: sum_j p_j v_j = sv * (sum_j p_j v8_j + ov * sum_j p_j)
+      for (int64_t e = 0; e < d; ++e) {
+        const int64_t c = p.aq_channel ? kvh * d + e : 0;
+        float x = acc[e];
+        if (p.av_offset) x += p.av_offset[c] * psum;
+        acc[e] = x * p.av_scale[c];
+      }
+    }
+    for (int64_t e = 0; e < d; ++e) acc[e] = acc[e] / l;
+    write_row(p, b, h, acc.data());
+  }
+}
+
+void run(const Plan& p) {
+  std::vector<Item> items;
+  std::vector<int64_t> first(p.batch * p.heads_kv + 1, 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t g = 0; g < p.heads_kv; ++g) {
+      first[b * p.heads_kv + g] = static_cast<int64_t>(items.size());
+      const int64_t start = p.starts[b], end = p.ends[b];
+      if (start < 0 || end <= start) continue;
+      for (int64_t c0 = start; c0 < end; c0 += kChunk) items.push_back({b, g, c0, std::min(end, c0 + kChunk)});
+    }
+  }
+  first[p.batch * p.heads_kv] = static_cast<int64_t>(items.size());
+  Partials parts;
+  parts.stride = p.group * (4 + p.head_dim);
+  parts.data.resize(static_cast<size_t>(parts.stride * items.size()));
+#if defined(__x86_64__)
+  const bool avx2 = cpu_features().avx2;
+#else
+  const bool avx2 = false;
+#endif
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scratch;
+    for (int64_t i = i0; i < i1; ++i) {
+#if defined(__x86_64__)
+      if (avx2) { isa_avx2::process_item(p, items[i], parts.view(p, i), scratch); continue; }
+#endif
+      isa_scalar::process_item(p, items[i], parts.view(p, i), scratch);
+    }
+  });
+  at::parallel_for(0, p.batch * p.heads_kv, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      combine(p, parts, r / p.heads_kv, r % p.heads_kv, first[r], first[r + 1] - first[r]);
+  });
+}
+
+// ------------------------------------------------------------------ ATen binding
+ElemType elem_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kHalf: return ElemType::f16;
+    case at::kBFloat16: return ElemType::bf16;
+    case at::kChar: return ElemType::i8;
+    case at::kFloat: return ElemType::f32;
+    default: TORCH_CHECK(false, "incre_flash_attention: unsupported dtype ", t.scalar_type());
+  }
+}
+
+at::Tensor last_dim_contiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
+
+// Inputs validated and device values checked by the Python op (ascend_attn.validation /
+// kernels.incre_flash_attention.check_device_values); starts/ends already include left padding.
+at::Tensor incre_flash_attention_op(
+    const at::Tensor& query, at::TensorList key, at::TensorList value, const std::optional<at::Tensor>& atten_mask,
+    const std::optional<at::Tensor>& pse_shift, const std::optional<at::Tensor>& antiquant_scale,
+    const std::optional<at::Tensor>& antiquant_offset, const std::optional<at::Tensor>& block_table,
+    const std::optional<at::Tensor>& quant_scale2, const std::optional<at::Tensor>& quant_offset2,
+    c10::string_view layout, c10::string_view kv_form, c10::string_view paged_layout, int64_t heads_q,
+    int64_t heads_kv, int64_t head_dim, int64_t block_size, at::IntArrayRef starts, at::IntArrayRef ends,
+    bool mask_heads, bool quant_channel, double scale, at::ArrayRef<double> deq) {
+  Plan p;
+  p.batch = query.size(0);
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.group = heads_q / heads_kv;
+  p.head_dim = head_dim;
+  p.scale = static_cast<float>(scale);
+  const at::Tensor q = query.contiguous();
+  p.q_type = elem_type(q);
+  p.query = q.data_ptr();
+  p.starts.assign(starts.begin(), starts.end());
+  p.ends.assign(ends.begin(), ends.end());
+
+  std::vector<at::Tensor> keep;  // contiguous copies of inputs with a strided last dimension
+  std::vector<at::Tensor> ks, vs;
+  for (const at::Tensor& t : key) ks.push_back(last_dim_contiguous(t));
+  for (const at::Tensor& t : value) vs.push_back(last_dim_contiguous(t));
+  p.kv_type = elem_type(ks[0]);
+  const int64_t d = head_dim;
+  // strides (elements) of the position and head dims of one batch's K/V, and of its batch dim
+  auto tg_strides = [&](const at::Tensor& t, int64_t& ts, int64_t& gs, int64_t& bs) {
+    bs = t.stride(0);
+    if (layout == "BSH") { ts = t.stride(1); gs = d; }
+    else if (layout == "BSND") { ts = t.stride(1); gs = t.stride(2); }
+    else { ts = t.stride(2); gs = t.stride(1); }
+  };
+  TORCH_CHECK(ks[0].strides() == vs[0].strides(), "incre_flash_attention: key and value strides differ");
+  if (kv_form == "paged") {
+    p.paged = true;
+    p.block_size = block_size;
+    const at::Tensor bt = block_table->contiguous();
+    keep.push_back(bt);
+    p.block_table = bt.data_ptr<int32_t>();
+    p.table_stride = bt.size(1);
+    p.page_stride = ks[0].stride(0);
+    int64_t ts, gs;
+    if (paged_layout == "BSH") { ts = ks[0].stride(1); gs = d; }
+    else { ts = ks[0].stride(2); gs = ks[0].stride(1); }
+    for (int64_t b = 0; b < p.batch; ++b) {
+      p.k_base.push_back(ks[0].data_ptr());
+      p.v_base.push_back(vs[0].data_ptr());
+      p.t_stride.push_back(ts);
+      p.g_stride.push_back(gs);
+    }
+  } else if (kv_form == "list") {
+    for (int64_t b = 0; b < p.batch; ++b) {
+      if (ks[b].strides() != vs[b].strides()) { ks[b] = ks[b].contiguous(); vs[b] = vs[b].contiguous(); }
+      int64_t ts, gs, bs;
+      tg_strides(ks[b], ts, gs, bs);
+      p.k_base.push_back(ks[b].data_ptr());
+      p.v_base.push_back(vs[b].data_ptr());
+      p.t_stride.push_back(ts);
+      p.g_stride.push_back(gs);
+    }
+  } else {
+    int64_t ts, gs, bs;
+    tg_strides(ks[0], ts, gs, bs);
+    const int64_t es = elem_size(p.kv_type);
+    for (int64_t b = 0; b < p.batch; ++b) {
+      p.k_base.push_back(static_cast<const char*>(ks[0].data_ptr()) + b * bs * es);
+      p.v_base.push_back(static_cast<const char*>(vs[0].data_ptr()) + b * bs * es);
+      p.t_stride.push_back(ts);
+      p.g_stride.push_back(gs);
+    }
+  }
+  if (atten_mask) {
+    const at::Tensor m = atten_mask->contiguous();
+    keep.push_back(m);
+    p.mask = static_cast<const uint8_t*>(m.data_ptr());
+    const int64_t sm = m.size(-1);
+    if (mask_heads) { p.mask_b = m.size(0) > 1 ? heads_q * sm : 0; p.mask_h = sm; }
+    else { p.mask_b = m.numel() / p.batch; p.mask_h = 0; }
+  }
+  if (pse_shift) {
+    const at::Tensor ps = pse_shift->contiguous();
+    keep.push_back(ps);
+    p.pse = ps.data_ptr();
+    p.pse_type = elem_type(ps);
+    const int64_t sp = ps.size(-1);
+    p.pse_b = ps.size(0) > 1 ? heads_q * sp : 0;
+    p.pse_h = sp;
+  }
+  if (antiquant_scale) {
+    const at::Tensor sc = antiquant_scale->to(at::kFloat).contiguous().reshape({2, -1});
+    keep.push_back(sc);
+    p.aq_channel = sc.size(1) > 1;
+    p.aq_scale = sc.data_ptr<float>();
+    p.av_scale = p.aq_scale + sc.size(1);
+    if (antiquant_offset) {
+      const at::Tensor off = antiquant_offset->to(at::kFloat).contiguous().reshape({2, -1});
+      keep.push_back(off);
+      p.aq_offset = off.data_ptr<float>();
+      p.av_offset = p.aq_offset + off.size(1);
+    }
+  }
+  TORCH_CHECK(deq.empty(), "incre_flash_attention: the native kernel runs float queries only");
+  at::ScalarType out_dtype = query.scalar_type();
+  if (quant_scale2) {
+    const at::Tensor sc = quant_scale2->to(at::kFloat).contiguous();
+    keep.push_back(sc);
+    p.quant = quant_channel ? 2 : 1;
+    p.q2_scale = sc.data_ptr<float>();
+    if (quant_offset2) {
+      const at::Tensor off = quant_offset2->to(at::kFloat).contiguous();
+      keep.push_back(off);
+      p.q2_offset = off.data_ptr<float>();
+    }
+    out_dtype = at::kChar;
+  }
+  at::Tensor out = at::empty(query.sizes(), query.options().dtype(out_dtype));
+  p.out_type = elem_type(out);
+  p.out = out.data_ptr();
+  run(p);
+  return out;
+}
+
+}  // namespace ifa
+}  // namespace ascend_attn_cpu
+
+TORCH_LIBRARY_FRAGMENT(ascend_attn_cpu, m) {
+  m.def("incre_flash_attention(Tensor query, Tensor[] key, Tensor[] value, Tensor? atten_mask, Tensor? pse_shift, "
+        "Tensor? antiquant_scale, Tensor? antiquant_offset, Tensor? block_table, Tensor? quant_scale2, "
+        "Tensor? quant_offset2, str layout, str kv_form, str paged_layout, int heads_q, int heads_kv, int head_dim, "
+        "int block_size, int[] starts, int[] ends, bool mask_heads, bool quant_channel, float scale, "
+        "float[] deq) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(ascend_attn_cpu, CPU, m) {
+  m.impl("incre_flash_attention", &ascend_attn_cpu::ifa::incre_flash_attention_op);
+}

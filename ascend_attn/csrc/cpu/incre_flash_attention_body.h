@@ -1,0 +1,242 @@
+// IncreFlashAttention kernel body, included twice by incre_flash_attention.cpp: once as plain C++
+// (namespace isa_scalar, IFA_BODY_AVX2 0) and once under `#pragma GCC target("avx2,fma,f16c")`
+// (namespace isa_avx2, IFA_BODY_AVX2 1). The 8-lane vector type V below is __m256 or an array of
+// 8 floats with the same operations in the same order (same fused multiply-adds, same horizontal
+// sum tree), so both builds give the same bits. No include guard: included on purpose twice.
+
+// ------------------------------------------------------------------ 8 lanes of float32
+#if IFA_BODY_AVX2
+struct V { __m256 v; };
+static inline V vzero() { return {_mm256_setzero_ps()}; }
+static inline V vset1(float x) { return {_mm256_set1_ps(x)}; }
+static inline V vload(const float* p) { return {_mm256_loadu_ps(p)}; }
+static inline void vstore(float* p, V a) { _mm256_storeu_ps(p, a.v); }
+static inline V vfma(V a, V b, V c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+static inline V vadd(V a, V b) { return {_mm256_add_ps(a.v, b.v)}; }
+static inline V vsub(V a, V b) { return {_mm256_sub_ps(a.v, b.v)}; }
+static inline V vmaxn(V a, V b) { return {max8_nan(a.v, b.v)}; }
+static inline float vsum(V a) { return hsum8(a.v); }
+static inline V vexp(V a) { return {exp8(a.v)}; }
+template <ElemType T>
+static inline V vload_elem(const void* row, int64_t e) {
+  if constexpr (T == ElemType::f16) return {load8_f16(static_cast<const uint16_t*>(row) + e)};
+  else if constexpr (T == ElemType::bf16) return {load8_bf16(static_cast<const uint16_t*>(row) + e)};
+  else if constexpr (T == ElemType::i8) return {load8_i8(static_cast<const int8_t*>(row) + e)};
+  else return {_mm256_loadu_ps(static_cast<const float*>(row) + e)};
+}
+// P before P.V: fp16 nearest with ties away (HALF_AWAY16), from RNE by fixing the ties it rounded
+// towards zero (the other neighbour x + (x - rne) is an fp16 value exactly on a tie).
+static inline V vround_fp16_away(V a) {
+  const __m256 x = a.v;
+  __m256 back = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  __m256 diff = _mm256_sub_ps(x, back);
+  __m256 other = _mm256_add_ps(x, diff);
+  __m256 other_rt = _mm256_cvtph_ps(_mm256_cvtps_ph(other, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 tie = _mm256_and_ps(_mm256_cmp_ps(diff, _mm256_setzero_ps(), _CMP_NEQ_OQ),
+                             _mm256_cmp_ps(other_rt, other, _CMP_EQ_OQ));
+  tie = _mm256_and_ps(tie, _mm256_cmp_ps(_mm256_and_ps(back, abs_mask), _mm256_and_ps(x, abs_mask), _CMP_LT_OQ));
+  return {_mm256_blendv_ps(back, other, tie)};
+}
+static inline V vround_bf16(V a) {
+  __m256i u = _mm256_castps_si256(a.v);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+  r = _mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+  __m256 nan = _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q);
+  return {_mm256_blendv_ps(_mm256_castsi256_ps(r), a.v, nan)};
+}
+#else
+struct V { float v[8]; };
+static inline V vzero() { V r; for (int i = 0; i < 8; ++i) r.v[i] = 0.0f; return r; }
+static inline V vset1(float x) { V r; for (int i = 0; i < 8; ++i) r.v[i] = x; return r; }
+static inline V vload(const float* p) { V r; for (int i = 0; i < 8; ++i) r.v[i] = p[i]; return r; }
+static inline void vstore(float* p, V a) { for (int i = 0; i < 8; ++i) p[i] = a.v[i]; }
+static inline V vfma(V a, V b, V c) { V r; for (int i = 0; i < 8; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]); return r; }
+static inline V vadd(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] + b.v[i]; return r; }
+static inline V vsub(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] - b.v[i]; return r; }
+static inline V vmaxn(V a, V b) {
+  V r;
+  for (int i = 0; i < 8; ++i)
+    r.v[i] = (std::isnan(a.v[i]) || std::isnan(b.v[i])) ? a.v[i] + b.v[i] : (a.v[i] > b.v[i] ? a.v[i] : b.v[i]);
+  return r;
+}
+static inline float vsum(V a) {
+  float s[4];
+  for (int i = 0; i < 4; ++i) s[i] = a.v[i] + a.v[i + 4];
+  return (s[0] + s[2]) + (s[1] + s[3]);
+}
+static inline V vexp(V a) { V r; for (int i = 0; i < 8; ++i) r.v[i] = exp_poly(a.v[i]); return r; }
+template <ElemType T>
+static inline V vload_elem(const void* row, int64_t e) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = load_elem<T>(row, e + i);
+  return r;
+}
+static inline V vround_fp16_away(V a) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = fp16_to_float(float_to_fp16_half_away(a.v[i]));
+  return r;
+}
+static inline V vround_bf16(V a) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = std::isnan(a.v[i]) ? a.v[i] : bf16_to_float(float_to_bf16_rne(a.v[i]));
+  return r;
+}
+#endif
+
+// ------------------------------------------------------------------ scores of one item
+// s[j*ns + (t - c0)] for the group's query heads j: (q_j . k_t + kbias_j) * scale + pse, or -inf
+// where the mask excludes t. live[t - c0]: some head keeps t (P.V skips the others). kept[j]: count.
+template <ElemType KV, int NH>
+static void score_block(const Plan& p, const Item& it, const float* qf, const float* kbias, int64_t j0,
+                        float* s, int64_t ns) {
+  const int64_t d = p.head_dim;
+  for (int64_t t = it.c0; t < it.c1; ++t) {
+    const void* krow = kv_row(p, true, it.b, it.g, t);
+    V acc[NH];
+    for (int j = 0; j < NH; ++j) acc[j] = vzero();
+    int64_t e = 0;
+    for (; e + 8 <= d; e += 8) {
+      V kv = vload_elem<KV>(krow, e);
+      for (int j = 0; j < NH; ++j) acc[j] = vfma(vload(qf + (j0 + j) * d + e), kv, acc[j]);
+    }
+    for (int j = 0; j < NH; ++j) {
+      float r = vsum(acc[j]);
+      for (int64_t e2 = e; e2 < d; ++e2) r += qf[(j0 + j) * d + e2] * load_elem<KV>(krow, e2);
+      s[(j0 + j) * ns + (t - it.c0)] = r + kbias[j0 + j];
+    }
+  }
+}
+
+template <ElemType KV>
+static void scores(const Plan& p, const Item& it, const float* qf, const float* kbias, float* s, int64_t ns) {
+  const int64_t g = p.group;
+  int64_t j0 = 0;
+  for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, it, qf, kbias, j0, s, ns);
+  for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, it, qf, kbias, j0, s, ns);
+  for (; j0 < g; ++j0) score_block<KV, 1>(p, it, qf, kbias, j0, s, ns);
+}
+
+// ------------------------------------------------------------------ P.V of one item
+// acc[j*D + e] += sum over live t of P[j][t] * v_t[e], t in increasing order.
+template <ElemType KV, int NH>
+static void pv_block(const Plan& p, const Item& it, const float* pm, int64_t ns, const uint8_t* live,
+                     const void* const* rows, int64_t t0, int64_t t1, int64_t j0, float* acc) {
+  const int64_t d = p.head_dim;
+  int64_t e = 0;
+  for (; e + 8 <= d; e += 8) {
+    V a[NH];
+    for (int j = 0; j < NH; ++j) a[j] = vload(acc + (j0 + j) * d + e);
+    for (int64_t t = t0; t < t1; ++t) {
+      if (!live[t - it.c0]) continue;
+      V vv = vload_elem<KV>(rows[t - t0], e);
+      for (int j = 0; j < NH; ++j) a[j] = vfma(vset1(pm[(j0 + j) * ns + (t - it.c0)]), vv, a[j]);
+    }
+    for (int j = 0; j < NH; ++j) vstore(acc + (j0 + j) * d + e, a[j]);
+  }
+  for (; e < d; ++e) {
+    for (int64_t t = t0; t < t1; ++t) {
+      if (!live[t - it.c0]) continue;
+      float x = load_elem<KV>(rows[t - t0], e);
+      for (int j = 0; j < NH; ++j) acc[(j0 + j) * d + e] += pm[(j0 + j) * ns + (t - it.c0)] * x;
+    }
+  }
+}
+
+template <ElemType KV>
+static void pv(const Plan& p, const Item& it, const float* pm, int64_t ns, const uint8_t* live, float* acc) {
+  constexpr int64_t kTile = 32;  // V rows kept in L1 while every head block and column block reads them
+  const void* rows[kTile];
+  const int64_t g = p.group;
+  for (int64_t t0 = it.c0; t0 < it.c1; t0 += kTile) {
+    const int64_t t1 = std::min(it.c1, t0 + kTile);
+    for (int64_t t = t0; t < t1; ++t) rows[t - t0] = kv_row(p, false, it.b, it.g, t);
+    int64_t j0 = 0;
+    for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, it, pm, ns, live, rows, t0, t1, j0, acc);
+    for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, it, pm, ns, live, rows, t0, t1, j0, acc);
+    for (; j0 < g; ++j0) pv_block<KV, 1>(p, it, pm, ns, live, rows, t0, t1, j0, acc);
+  }
+}
+
+// ------------------------------------------------------------------ one item, float dataflow (§7.3, §7.4)
+template <ElemType KV>
+static void float_item(const Plan& p, const Item& it, const PartialView& out, std::vector<float>& scratch) {
+  const int64_t g = p.group, d = p.head_dim, n = it.c1 - it.c0, ns = (n + 7) / 8 * 8;
+  scratch.resize(static_cast<size_t>(g * d + g + g * ns + ns));
+  float* qf = scratch.data();
+  float* kbias = qf + g * d;
+  float* s = kbias + g;
+  uint8_t* live = reinterpret_cast<uint8_t*>(s + g * ns);
+  // query rows of the group in float32; antiquant folds the key scale into q and the key offset
+  // into a per-head bias: q.((k8 + o) * sc) = (q * sc).k8 + (q * sc).o
+  for (int64_t j = 0; j < g; ++j) {
+    const int64_t h = it.g * g + j;
+    float bias = 0.0f;
+    for (int64_t e = 0; e < d; ++e) {
+      float x = load_elem_rt(p.q_type, p.query, (it.b * p.heads_q + h) * d + e);
+      if (p.aq_scale) x *= p.aq_scale[p.aq_channel ? it.g * d + e : 0];
+      qf[j * d + e] = x;
+      if (p.aq_offset) bias += x * p.aq_offset[p.aq_channel ? it.g * d + e : 0];
+    }
+    kbias[j] = bias;
+  }
+  scores<KV>(p, it, qf, kbias, s, ns);
+  // scale, pse, mask; kept counts and live positions
+  for (int64_t t = 0; t < ns; ++t) live[t] = 0;
+  for (int64_t j = 0; j < g; ++j) {
+    const int64_t h = it.g * g + j;
+    float* sj = s + j * ns;
+    const uint8_t* mrow = p.mask ? p.mask + it.b * p.mask_b + h * p.mask_h : nullptr;
+    const int64_t pse_row = it.b * p.pse_b + h * p.pse_h;
+    int64_t kept = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      float x = sj[t] * p.scale;
+      if (p.pse) x += load_elem_rt(p.pse_type, p.pse, pse_row + it.c0 + t);
+      if (mrow && mrow[it.c0 + t]) x = -INFINITY;
+      else { ++kept; live[t] = 1; }
+      sj[t] = x;
+    }
+    for (int64_t t = n; t < ns; ++t) sj[t] = -INFINITY;
+    out.kept[j] = static_cast<float>(kept);
+  }
+  // softmax pieces per head, relative to this item's maximum
+  for (int64_t j = 0; j < g; ++j) {
+    float* sj = s + j * ns;
+    V mv = vset1(-INFINITY);
+    for (int64_t t = 0; t < ns; t += 8) mv = vmaxn(mv, vload(sj + t));
+    float mbuf[8];
+    vstore(mbuf, mv);
+    float m = mbuf[0];
+    for (int i = 1; i < 8; ++i) m = (std::isnan(m) || std::isnan(mbuf[i])) ? m + mbuf[i] : std::max(m, mbuf[i]);
+    out.m[j] = m;
+    if (m == -INFINITY) {  // nothing kept (or every kept score is -inf): contributes nothing
+      out.l[j] = out.psum[j] = 0.0f;
+      for (int64_t t = 0; t < ns; ++t) sj[t] = 0.0f;
+      continue;
+    }
+    V lv = vzero(), pv_sum = vzero();
+    const V mvec = vset1(m);
+    for (int64_t t = 0; t < ns; t += 8) {
+      V e = vexp(vsub(vload(sj + t), mvec));
+      lv = vadd(lv, e);
+      if (p.q_type == ElemType::f16) e = vround_fp16_away(e);
+      else if (p.q_type == ElemType::bf16) e = vround_bf16(e);
+      pv_sum = vadd(pv_sum, e);
+      vstore(sj + t, e);
+    }
+    out.l[j] = vsum(lv);
+    out.psum[j] = vsum(pv_sum);
+  }
+  for (int64_t i = 0; i < g * d; ++i) out.acc[i] = 0.0f;
+  pv<KV>(p, it, s, ns, live, out.acc);
+}
+
+static void process_item(const Plan& p, const Item& it, const PartialView& out, std::vector<float>& scratch) {
+  switch (p.kv_type) {
+    case ElemType::f16: float_item<ElemType::f16>(p, it, out, scratch); break;
+    case ElemType::bf16: float_item<ElemType::bf16>(p, it, out, scratch); break;
+    case ElemType::i8: float_item<ElemType::i8>(p, it, out, scratch); break;
+    default: float_item<ElemType::f32>(p, it, out, scratch);
+  }
+}

@@ -102,15 +102,16 @@ struct Partials {
   }
 };
 
-// Merge the items of (b, KV head) in chunk order and write the G output rows.
-void combine(const Plan& p, Partials& parts, int64_t b, int64_t kvh, int64_t first, int64_t count) {
+// Merge the items of (b, KV head) in chunk order (items first, first + step, ...) and write the
+// G output rows.
+void combine(const Plan& p, Partials& parts, int64_t b, int64_t kvh, int64_t first, int64_t count, int64_t step) {
   const int64_t g = p.group, d = p.head_dim;
   std::vector<float> acc(static_cast<size_t>(d));
   for (int64_t j = 0; j < g; ++j) {
     const int64_t h = kvh * g + j;
     float kept = 0.0f, m = -INFINITY;
-    for (int64_t i = first; i < first + count; ++i) {
-      PartialView v = parts.view(p, i);
+    for (int64_t c = 0; c < count; ++c) {
+      PartialView v = parts.view(p, first + c * step);
       kept += v.kept[j];
       if (v.m[j] != -INFINITY) m = (std::isnan(m) || std::isnan(v.m[j])) ? m + v.m[j] : std::max(m, v.m[j]);
     }
@@ -120,8 +121,8 @@ void combine(const Plan& p, Partials& parts, int64_t b, int64_t kvh, int64_t fir
       continue;
     }
     float l = 0.0f, psum = 0.0f;
-    for (int64_t i = first; i < first + count; ++i) {
-      PartialView v = parts.view(p, i);
+    for (int64_t c = 0; c < count; ++c) {
+      PartialView v = parts.view(p, first + c * step);
       if (v.m[j] == -INFINITY) continue;
       const float alpha = exp_poly(v.m[j] - m);
       l += v.l[j] * alpha;
@@ -143,37 +144,46 @@ void combine(const Plan& p, Partials& parts, int64_t b, int64_t kvh, int64_t fir
 }
 
 void run(const Plan& p) {
+  // items ordered (batch, chunk, KV head); a unit is heads_per_unit consecutive items
   std::vector<Item> items;
-  std::vector<int64_t> first(p.batch * p.heads_kv + 1, 0);
+  std::vector<int64_t> batch_first(p.batch + 1, 0), batch_chunks(p.batch, 0);
   for (int64_t b = 0; b < p.batch; ++b) {
-    for (int64_t g = 0; g < p.heads_kv; ++g) {
-      first[b * p.heads_kv + g] = static_cast<int64_t>(items.size());
-      const int64_t start = p.starts[b], end = p.ends[b];
-      if (start < 0 || end <= start) continue;
-      for (int64_t c0 = start; c0 < end; c0 += kChunk) items.push_back({b, g, c0, std::min(end, c0 + kChunk)});
+    batch_first[b] = static_cast<int64_t>(items.size());
+    const int64_t start = p.starts[b], end = p.ends[b];
+    if (start < 0 || end <= start) continue;
+    for (int64_t c0 = start; c0 < end; c0 += kChunk) {
+      ++batch_chunks[b];
+      for (int64_t g = 0; g < p.heads_kv; ++g) items.push_back({b, g, c0, std::min(end, c0 + kChunk)});
     }
   }
-  first[p.batch * p.heads_kv] = static_cast<int64_t>(items.size());
   Partials parts;
   parts.stride = p.group * (4 + p.head_dim);
   parts.data.resize(static_cast<size_t>(parts.stride * items.size()));
+  const int64_t per_unit = p.heads_per_unit;
+  const int64_t units = static_cast<int64_t>(items.size()) / per_unit;
 #if defined(__x86_64__)
   const bool avx2 = cpu_features().avx2;
 #else
   const bool avx2 = false;
 #endif
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t i0, int64_t i1) {
+  at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     std::vector<float> scratch;
-    for (int64_t i = i0; i < i1; ++i) {
+    std::vector<const void*> rows;
+    std::vector<PartialView> views(static_cast<size_t>(per_unit));
+    for (int64_t u = u0; u < u1; ++u) {
+      for (int64_t i = 0; i < per_unit; ++i) views[i] = parts.view(p, u * per_unit + i);
+      const Item* its = items.data() + u * per_unit;
 #if defined(__x86_64__)
-      if (avx2) { isa_avx2::process_item(p, items[i], parts.view(p, i), scratch); continue; }
+      if (avx2) { isa_avx2::process_unit(p, its, per_unit, views.data(), scratch, rows); continue; }
 #endif
-      isa_scalar::process_item(p, items[i], parts.view(p, i), scratch);
+      isa_scalar::process_unit(p, its, per_unit, views.data(), scratch, rows);
     }
   });
   at::parallel_for(0, p.batch * p.heads_kv, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      combine(p, parts, r / p.heads_kv, r % p.heads_kv, first[r], first[r + 1] - first[r]);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / p.heads_kv, g = r % p.heads_kv;
+      combine(p, parts, b, g, batch_first[b] + g, batch_chunks[b], p.heads_kv);
+    }
   });
 }
 
@@ -219,6 +229,9 @@ at::Tensor incre_flash_attention_op(
   for (const at::Tensor& t : value) vs.push_back(last_dim_contiguous(t));
   p.kv_type = elem_type(ks[0]);
   const int64_t d = head_dim;
+  // KV heads of one position are adjacent except in BNSD caches: there a unit is one KV head
+  const bool head_major = kv_form == "paged" ? paged_layout == "BNSD" : layout == "BNSD";
+  p.heads_per_unit = head_major ? 1 : heads_kv;
   // strides (elements) of the position and head dims of one batch's K/V, and of its batch dim
   auto tg_strides = [&](const at::Tensor& t, int64_t& ts, int64_t& gs, int64_t& bs) {
     bs = t.stride(0);

@@ -17,6 +17,7 @@ constexpr int64_t kChunk = 1024;
 
 struct Plan {
   int64_t batch = 0, heads_q = 0, heads_kv = 0, group = 0, head_dim = 0;
+  int64_t heads_per_unit = 1;  // KV heads of one work unit (1 or heads_kv)
   ElemType q_type = ElemType::f32, kv_type = ElemType::f32, out_type = ElemType::f32;
   float scale = 1.0f;
   const void* query = nullptr;  // (B, Nq, D) contiguous in every layout (S = 1)

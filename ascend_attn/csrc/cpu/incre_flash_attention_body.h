@@ -85,15 +85,14 @@ static inline V vround_bf16(V a) {
 }
 #endif
 
-// ------------------------------------------------------------------ scores of one item
-// s[j*ns + (t - c0)] for the group's query heads j: (q_j . k_t + kbias_j) * scale + pse, or -inf
-// where the mask excludes t. live[t - c0]: some head keeps t (P.V skips the others). kept[j]: count.
+// ------------------------------------------------------------------ scores
+// s[j*ns + (t - c0)] = q_j . k_t + kbias_j for the group's query heads j and the rows of one tile.
 template <ElemType KV, int NH>
-static void score_block(const Plan& p, const Item& it, const float* qf, const float* kbias, int64_t j0,
-                        float* s, int64_t ns) {
+static void score_block(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
+                        const void* const* rows, int64_t t0, int64_t t1, int64_t c0) {
   const int64_t d = p.head_dim;
-  for (int64_t t = it.c0; t < it.c1; ++t) {
-    const void* krow = kv_row(p, true, it.b, it.g, t);
+  for (int64_t t = t0; t < t1; ++t) {
+    const void* krow = rows[t - t0];
     V acc[NH];
     for (int j = 0; j < NH; ++j) acc[j] = vzero();
     int64_t e = 0;
@@ -104,139 +103,173 @@ static void score_block(const Plan& p, const Item& it, const float* qf, const fl
     for (int j = 0; j < NH; ++j) {
       float r = vsum(acc[j]);
       for (int64_t e2 = e; e2 < d; ++e2) r += qf[(j0 + j) * d + e2] * load_elem<KV>(krow, e2);
-      s[(j0 + j) * ns + (t - it.c0)] = r + kbias[j0 + j];
+      s[(j0 + j) * ns + (t - c0)] = r + kbias[j0 + j];
     }
   }
 }
 
-template <ElemType KV>
-static void scores(const Plan& p, const Item& it, const float* qf, const float* kbias, float* s, int64_t ns) {
-  const int64_t g = p.group;
-  int64_t j0 = 0;
-  for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, it, qf, kbias, j0, s, ns);
-  for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, it, qf, kbias, j0, s, ns);
-  for (; j0 < g; ++j0) score_block<KV, 1>(p, it, qf, kbias, j0, s, ns);
-}
-
-// ------------------------------------------------------------------ P.V of one item
-// acc[j*D + e] += sum over live t of P[j][t] * v_t[e], t in increasing order.
+// ------------------------------------------------------------------ P.V
+// acc[j*D + e] += P[j][t] * v_t[e] over the live rows t of one tile, t in increasing order.
 template <ElemType KV, int NH>
-static void pv_block(const Plan& p, const Item& it, const float* pm, int64_t ns, const uint8_t* live,
-                     const void* const* rows, int64_t t0, int64_t t1, int64_t j0, float* acc) {
+static void pv_block(const Plan& p, const float* pm, int64_t ns, const uint8_t* live, const void* const* rows,
+                     int64_t t0, int64_t t1, int64_t c0, int64_t j0, float* acc) {
   const int64_t d = p.head_dim;
   int64_t e = 0;
   for (; e + 8 <= d; e += 8) {
     V a[NH];
     for (int j = 0; j < NH; ++j) a[j] = vload(acc + (j0 + j) * d + e);
     for (int64_t t = t0; t < t1; ++t) {
-      if (!live[t - it.c0]) continue;
+      if (!live[t - c0]) continue;
       V vv = vload_elem<KV>(rows[t - t0], e);
-      for (int j = 0; j < NH; ++j) a[j] = vfma(vset1(pm[(j0 + j) * ns + (t - it.c0)]), vv, a[j]);
+      for (int j = 0; j < NH; ++j) a[j] = vfma(vset1(pm[(j0 + j) * ns + (t - c0)]), vv, a[j]);
     }
     for (int j = 0; j < NH; ++j) vstore(acc + (j0 + j) * d + e, a[j]);
   }
   for (; e < d; ++e) {
     for (int64_t t = t0; t < t1; ++t) {
-      if (!live[t - it.c0]) continue;
+      if (!live[t - c0]) continue;
       float x = load_elem<KV>(rows[t - t0], e);
-      for (int j = 0; j < NH; ++j) acc[(j0 + j) * d + e] += pm[(j0 + j) * ns + (t - it.c0)] * x;
+      for (int j = 0; j < NH; ++j) acc[(j0 + j) * d + e] += pm[(j0 + j) * ns + (t - c0)] * x;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ one work unit, float dataflow (§7.3, §7.4)
+// A unit is ng items of one batch and chunk with consecutive KV heads. Their rows are visited tile
+// by tile, all heads of a tile together: in BSH/BSND (and paged BSH) caches the heads of a
+// position are adjacent, so the unit reads the cache in memory order. The rows of the next tile
+// are prefetched.
+constexpr int64_t kTile = 16;
+
+template <ElemType KV>
+static void tile_rows(const Plan& p, const Item* its, int64_t ng, bool key, int64_t t0, int64_t t1,
+                      const void** rows) {
+  for (int64_t gi = 0; gi < ng; ++gi)
+    for (int64_t t = t0; t < t1; ++t) rows[gi * kTile + t - t0] = kv_row(p, key, its[gi].b, its[gi].g, t);
+  const int64_t bytes = p.head_dim * elem_size(KV);
+  for (int64_t t = t1; t < std::min(its[0].c1, t1 + kTile); ++t) {
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const char* r = static_cast<const char*>(kv_row(p, key, its[gi].b, its[gi].g, t));
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o);
     }
   }
 }
 
 template <ElemType KV>
-static void pv(const Plan& p, const Item& it, const float* pm, int64_t ns, const uint8_t* live, float* acc) {
-  constexpr int64_t kTile = 32;  // V rows kept in L1 while every head block and column block reads them
-  const void* rows[kTile];
-  const int64_t g = p.group;
-  for (int64_t t0 = it.c0; t0 < it.c1; t0 += kTile) {
-    const int64_t t1 = std::min(it.c1, t0 + kTile);
-    for (int64_t t = t0; t < t1; ++t) rows[t - t0] = kv_row(p, false, it.b, it.g, t);
-    int64_t j0 = 0;
-    for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, it, pm, ns, live, rows, t0, t1, j0, acc);
-    for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, it, pm, ns, live, rows, t0, t1, j0, acc);
-    for (; j0 < g; ++j0) pv_block<KV, 1>(p, it, pm, ns, live, rows, t0, t1, j0, acc);
-  }
-}
-
-// ------------------------------------------------------------------ one item, float dataflow (§7.3, §7.4)
-template <ElemType KV>
-static void float_item(const Plan& p, const Item& it, const PartialView& out, std::vector<float>& scratch) {
-  const int64_t g = p.group, d = p.head_dim, n = it.c1 - it.c0, ns = (n + 7) / 8 * 8;
-  scratch.resize(static_cast<size_t>(g * d + g + g * ns + ns));
-  float* qf = scratch.data();
-  float* kbias = qf + g * d;
-  float* s = kbias + g;
-  uint8_t* live = reinterpret_cast<uint8_t*>(s + g * ns);
-  // query rows of the group in float32; antiquant folds the key scale into q and the key offset
+static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
+                       std::vector<const void*>& rows) {
+  const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
+  const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * d + g + g * ns + ns;
+  scratch.resize(static_cast<size_t>(ng * blk));
+  rows.resize(static_cast<size_t>(ng * kTile));
+  auto qf_of = [&](int64_t gi) { return scratch.data() + gi * blk; };
+  auto kbias_of = [&](int64_t gi) { return qf_of(gi) + g * d; };
+  auto s_of = [&](int64_t gi) { return kbias_of(gi) + g; };
+  auto live_of = [&](int64_t gi) { return reinterpret_cast<uint8_t*>(s_of(gi) + g * ns); };
+  // query rows of each group in float32; antiquant folds the key scale into q and the key offset
   // into a per-head bias: q.((k8 + o) * sc) = (q * sc).k8 + (q * sc).o
-  for (int64_t j = 0; j < g; ++j) {
-    const int64_t h = it.g * g + j;
-    float bias = 0.0f;
-    for (int64_t e = 0; e < d; ++e) {
-      float x = load_elem_rt(p.q_type, p.query, (it.b * p.heads_q + h) * d + e);
-      if (p.aq_scale) x *= p.aq_scale[p.aq_channel ? it.g * d + e : 0];
-      qf[j * d + e] = x;
-      if (p.aq_offset) bias += x * p.aq_offset[p.aq_channel ? it.g * d + e : 0];
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const int64_t kvh = its[gi].g;
+    float* qf = qf_of(gi);
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = kvh * g + j;
+      float bias = 0.0f;
+      for (int64_t e = 0; e < d; ++e) {
+        float x = load_elem_rt(p.q_type, p.query, (b * p.heads_q + h) * d + e);
+        if (p.aq_scale) x *= p.aq_scale[p.aq_channel ? kvh * d + e : 0];
+        qf[j * d + e] = x;
+        if (p.aq_offset) bias += x * p.aq_offset[p.aq_channel ? kvh * d + e : 0];
+      }
+      kbias_of(gi)[j] = bias;
     }
-    kbias[j] = bias;
   }
-  scores<KV>(p, it, qf, kbias, s, ns);
-  // scale, pse, mask; kept counts and live positions
-  for (int64_t t = 0; t < ns; ++t) live[t] = 0;
-  for (int64_t j = 0; j < g; ++j) {
-    const int64_t h = it.g * g + j;
-    float* sj = s + j * ns;
-    const uint8_t* mrow = p.mask ? p.mask + it.b * p.mask_b + h * p.mask_h : nullptr;
-    const int64_t pse_row = it.b * p.pse_b + h * p.pse_h;
-    int64_t kept = 0;
-    for (int64_t t = 0; t < n; ++t) {
-      float x = sj[t] * p.scale;
-      if (p.pse) x += load_elem_rt(p.pse_type, p.pse, pse_row + it.c0 + t);
-      if (mrow && mrow[it.c0 + t]) x = -INFINITY;
-      else { ++kept; live[t] = 1; }
-      sj[t] = x;
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, true, t0, t1, rows.data());
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows.data() + gi * kTile;
+      float *qf = qf_of(gi), *kb = kbias_of(gi), *s = s_of(gi);
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
     }
-    for (int64_t t = n; t < ns; ++t) sj[t] = -INFINITY;
-    out.kept[j] = static_cast<float>(kept);
   }
-  // softmax pieces per head, relative to this item's maximum
-  for (int64_t j = 0; j < g; ++j) {
-    float* sj = s + j * ns;
-    V mv = vset1(-INFINITY);
-    for (int64_t t = 0; t < ns; t += 8) mv = vmaxn(mv, vload(sj + t));
-    float mbuf[8];
-    vstore(mbuf, mv);
-    float m = mbuf[0];
-    for (int i = 1; i < 8; ++i) m = (std::isnan(m) || std::isnan(mbuf[i])) ? m + mbuf[i] : std::max(m, mbuf[i]);
-    out.m[j] = m;
-    if (m == -INFINITY) {  // nothing kept (or every kept score is -inf): contributes nothing
-      out.l[j] = out.psum[j] = 0.0f;
-      for (int64_t t = 0; t < ns; ++t) sj[t] = 0.0f;
-      continue;
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const int64_t kvh = its[gi].g;
+    float* s = s_of(gi);
+    uint8_t* live = live_of(gi);
+    const PartialView& out = outs[gi];
+    // scale, pse, mask; kept counts and live positions
+    for (int64_t t = 0; t < ns; ++t) live[t] = 0;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = kvh * g + j;
+      float* sj = s + j * ns;
+      const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
+      const int64_t pse_row = b * p.pse_b + h * p.pse_h;
+      int64_t kept = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        float x = sj[t] * p.scale;
+        if (p.pse) x += load_elem_rt(p.pse_type, p.pse, pse_row + c0 + t);
+        if (mrow && mrow[c0 + t]) x = -INFINITY;
+        else { ++kept; live[t] = 1; }
+        sj[t] = x;
+      }
+      for (int64_t t = n; t < ns; ++t) sj[t] = -INFINITY;
+      out.kept[j] = static_cast<float>(kept);
     }
-    V lv = vzero(), pv_sum = vzero();
-    const V mvec = vset1(m);
-    for (int64_t t = 0; t < ns; t += 8) {
-      V e = vexp(vsub(vload(sj + t), mvec));
-      lv = vadd(lv, e);
-      if (p.q_type == ElemType::f16) e = vround_fp16_away(e);
-      else if (p.q_type == ElemType::bf16) e = vround_bf16(e);
-      pv_sum = vadd(pv_sum, e);
-      vstore(sj + t, e);
+    // softmax pieces per head, relative to this item's maximum; P rounded to the query dtype
+    for (int64_t j = 0; j < g; ++j) {
+      float* sj = s + j * ns;
+      V mv = vset1(-INFINITY);
+      for (int64_t t = 0; t < ns; t += 8) mv = vmaxn(mv, vload(sj + t));
+      float mbuf[8];
+      vstore(mbuf, mv);
+      float m = mbuf[0];
+      for (int i = 1; i < 8; ++i) m = (std::isnan(m) || std::isnan(mbuf[i])) ? m + mbuf[i] : std::max(m, mbuf[i]);
+      out.m[j] = m;
+      if (m == -INFINITY) {  // nothing kept (or every kept score is -inf): contributes nothing
+        out.l[j] = out.psum[j] = 0.0f;
+        for (int64_t t = 0; t < ns; ++t) sj[t] = 0.0f;
+        continue;
+      }
+      V lv = vzero(), pv_sum = vzero();
+      const V mvec = vset1(m);
+      for (int64_t t = 0; t < ns; t += 8) {
+        V e = vexp(vsub(vload(sj + t), mvec));
+        lv = vadd(lv, e);
+        if (p.q_type == ElemType::f16) e = vround_fp16_away(e);
+        else if (p.q_type == ElemType::bf16) e = vround_bf16(e);
+        pv_sum = vadd(pv_sum, e);
+        vstore(sj + t, e);
+      }
+      out.l[j] = vsum(lv);
+      out.psum[j] = vsum(pv_sum);
     }
-    out.l[j] = vsum(lv);
-    out.psum[j] = vsum(pv_sum);
+    for (int64_t i = 0; i < g * d; ++i) out.acc[i] = 0.0f;
   }
-  for (int64_t i = 0; i < g * d; ++i) out.acc[i] = 0.0f;
-  pv<KV>(p, it, s, ns, live, out.acc);
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, false, t0, t1, rows.data());
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows.data() + gi * kTile;
+      const float* s = s_of(gi);
+      const uint8_t* live = live_of(gi);
+      float* acc = outs[gi].acc;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, s, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, s, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 < g; ++j0) pv_block<KV, 1>(p, s, ns, live, r, t0, t1, c0, j0, acc);
+    }
+  }
 }
 
-static void process_item(const Plan& p, const Item& it, const PartialView& out, std::vector<float>& scratch) {
+static void process_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
+                         std::vector<const void*>& rows) {
   switch (p.kv_type) {
-    case ElemType::f16: float_item<ElemType::f16>(p, it, out, scratch); break;
-    case ElemType::bf16: float_item<ElemType::bf16>(p, it, out, scratch); break;
-    case ElemType::i8: float_item<ElemType::i8>(p, it, out, scratch); break;
-    default: float_item<ElemType::f32>(p, it, out, scratch);
+    case ElemType::f16: float_unit<ElemType::f16>(p, its, ng, outs, scratch, rows); break;
+    case ElemType::bf16: float_unit<ElemType::bf16>(p, its, ng, outs, scratch, rows); break;
+    case ElemType::i8: float_unit<ElemType::i8>(p, its, ng, outs, scratch, rows); break;
+    default: float_unit<ElemType::f32>(p, its, ng, outs, scratch, rows);
   }
 }

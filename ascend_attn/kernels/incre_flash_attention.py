@@ -239,9 +239,7 @@ def incre_flash_attention(query, key, value, plan: IncrePlan, *, atten_mask=None
 
 def _use_native(plan: IncrePlan, query, key, value) -> bool:
     """CPU tensors run the native kernel (``csrc/cpu/incre_flash_attention.cpp``) when
-    :func:`ascend_attn.native.use_native` says so; the full-int8 scenarios A/B stay eager (not ported yet)."""
-    if plan.scenario in ("A", "B"):
-        return False
+    :func:`ascend_attn.native.use_native` says so."""
     kv = list(key) + list(value) if isinstance(key, (list, tuple)) else [key, value]
     return native.use_native("incre_flash_attention", query, *kv)
 

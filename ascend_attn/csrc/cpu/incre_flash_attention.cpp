@@ -143,6 +143,95 @@ void combine(const Plan& p, Partials& parts, int64_t b, int64_t kvh, int64_t fir
   }
 }
 
+// Scenarios A/B: the G output rows of (b, KV head) from the exact integer partials:
+// o = fp32(sum oi) * deq2 / fp32(sum l) (both sums exact in double).
+void combine_int8(const Plan& p, Partials& parts, const double* l_parts, int64_t b, int64_t kvh, int64_t first,
+                  int64_t count, int64_t step) {
+  const int64_t g = p.group, d = p.head_dim;
+  std::vector<double> oi(static_cast<size_t>(d));
+  std::vector<float> o(static_cast<size_t>(d));
+  for (int64_t j = 0; j < g; ++j) {
+    const int64_t h = kvh * g + j;
+    float kept = 0.0f;
+    double l = 0.0;
+    std::fill(oi.begin(), oi.end(), 0.0);
+    for (int64_t c = 0; c < count; ++c) {
+      const int64_t i = first + c * step;
+      PartialView v = parts.view(p, i);
+      kept += v.kept[j];
+      l += l_parts[i * g + j];
+      for (int64_t e = 0; e < d; ++e) oi[e] += v.acc[j * d + e];
+    }
+    if (kept == 0.0f) {
+      std::fill(o.begin(), o.end(), 0.0f);
+    } else {
+      const float lf = static_cast<float>(l);
+      for (int64_t e = 0; e < d; ++e) o[e] = (static_cast<float>(oi[e]) * p.deq2) / lf;
+    }
+    write_row(p, b, h, o.data());
+  }
+}
+
+// Scenarios A/B (§7.5): the probabilities are quantised relative to the row's global maximum, so
+// pass 1 writes every fp16 score and its item maximum, the row maxima are merged in chunk order,
+// pass 2 quantises P and accumulates P8.V8 exactly.
+void run_int8(const Plan& p, const std::vector<Item>& items, Partials& parts, const std::vector<int64_t>& batch_first,
+              const std::vector<int64_t>& batch_chunks, bool avx2) {
+  std::vector<int64_t> sh_base(p.batch + 1, 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t len = (p.starts[b] < 0 || p.ends[b] <= p.starts[b]) ? 0 : p.ends[b] - p.starts[b];
+    sh_base[b + 1] = sh_base[b] + p.heads_q * len;
+  }
+  std::vector<float> sh_rows(static_cast<size_t>(sh_base[p.batch]));
+  std::vector<double> l_parts(items.size() * p.group);
+  const int64_t per_unit = p.heads_per_unit, units = static_cast<int64_t>(items.size()) / per_unit;
+  auto for_units = [&](auto&& body) {
+    at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+      std::vector<float> scratch;
+      std::vector<const void*> rows;
+      std::vector<PartialView> views(static_cast<size_t>(per_unit));
+      for (int64_t u = u0; u < u1; ++u) {
+        for (int64_t i = 0; i < per_unit; ++i) views[i] = parts.view(p, u * per_unit + i);
+        body(u * per_unit, views.data(), scratch, rows);
+      }
+    });
+  };
+  for_units([&](int64_t i0, PartialView* views, std::vector<float>& scratch, std::vector<const void*>& rows) {
+#if defined(__x86_64__)
+    if (avx2) return isa_avx2::int8_scores_unit(p, &items[i0], per_unit, views, sh_rows.data(), sh_base.data(), scratch, rows);
+#endif
+    isa_scalar::int8_scores_unit(p, &items[i0], per_unit, views, sh_rows.data(), sh_base.data(), scratch, rows);
+  });
+  std::vector<float> row_max(static_cast<size_t>(p.batch * p.heads_q), -INFINITY);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t h = 0; h < p.heads_q; ++h) {
+      const int64_t kvh = h / p.group, j = h % p.group;
+      float m = -INFINITY;
+      for (int64_t c = 0; c < batch_chunks[b]; ++c) {
+        const float mc = parts.view(p, batch_first[b] + c * p.heads_kv + kvh).m[j];
+        if (mc != -INFINITY) m = (std::isnan(m) || std::isnan(mc)) ? m + mc : std::max(m, mc);
+      }
+      row_max[b * p.heads_q + h] = m;
+    }
+  }
+  for_units([&](int64_t i0, PartialView* views, std::vector<float>& scratch, std::vector<const void*>& rows) {
+    double* l = l_parts.data() + i0 * p.group;
+#if defined(__x86_64__)
+    if (avx2)
+      return isa_avx2::int8_pv_unit(p, &items[i0], per_unit, views, row_max.data(), l, sh_rows.data(), sh_base.data(),
+                                    scratch, rows);
+#endif
+    isa_scalar::int8_pv_unit(p, &items[i0], per_unit, views, row_max.data(), l, sh_rows.data(), sh_base.data(),
+                             scratch, rows);
+  });
+  at::parallel_for(0, p.batch * p.heads_kv, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / p.heads_kv, g = r % p.heads_kv;
+      combine_int8(p, parts, l_parts.data(), b, g, batch_first[b] + g, batch_chunks[b], p.heads_kv);
+    }
+  });
+}
+
 void run(const Plan& p) {
   // items ordered (batch, chunk, KV head); a unit is heads_per_unit consecutive items
   std::vector<Item> items;
@@ -166,6 +255,10 @@ void run(const Plan& p) {
 #else
   const bool avx2 = false;
 #endif
+  if (p.full_int8) {
+    run_int8(p, items, parts, batch_first, batch_chunks, avx2);
+    return;
+  }
   at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     std::vector<float> scratch;
     std::vector<const void*> rows;
@@ -308,8 +401,15 @@ at::Tensor incre_flash_attention_op(
       p.av_offset = p.aq_offset + off.size(1);
     }
   }
-  TORCH_CHECK(deq.empty(), "incre_flash_attention: the native kernel runs float queries only");
   at::ScalarType out_dtype = query.scalar_type();
+  if (!deq.empty()) {  // scenarios A/B: FP19 dequant values and quant_scale1; fp16 out unless quantised
+    TORCH_CHECK(deq.size() == 3, "incre_flash_attention: deq holds (dequant1, dequant2, quant_scale1)");
+    p.full_int8 = true;
+    p.deq1 = static_cast<float>(deq[0]);
+    p.deq2 = static_cast<float>(deq[1]);
+    p.qs1 = static_cast<float>(deq[2]);
+    out_dtype = at::kHalf;
+  }
   if (quant_scale2) {
     const at::Tensor sc = quant_scale2->to(at::kFloat).contiguous();
     keep.push_back(sc);

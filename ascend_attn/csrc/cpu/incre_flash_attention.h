@@ -3,6 +3,7 @@
 // ATen binding (incre_flash_attention.cpp).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -94,6 +95,22 @@ inline float load_elem_rt(ElemType t, const void* base, int64_t i) {
 inline int64_t elem_size(ElemType t) {
   return t == ElemType::f32 ? 4 : t == ElemType::i8 ? 1 : 2;
 }
+
+// float64 -> float16 bits, round to nearest even in one step (going through float32 could round
+// twice); used for the exact fp16 sum of two fp16 values (sh + pse in scenarios A/B).
+inline uint16_t fp16_rne_bits_of_double(double x) {
+  if (std::isnan(x)) return float_to_fp16_rne(static_cast<float>(x));
+  const uint16_t sign = std::signbit(x) ? 0x8000u : 0u;
+  const double a = std::fabs(x);
+  if (a >= 65520.0) return static_cast<uint16_t>(sign | 0x7c00u);
+  const uint16_t h = float_to_fp16_rne(static_cast<float>(a));
+  uint16_t lo = h, hi = static_cast<uint16_t>(h + 1);
+  if (static_cast<double>(fp16_to_float(h)) > a) { hi = h; lo = static_cast<uint16_t>(h - 1); }
+  const double dl = a - fp16_to_float(lo), dh = static_cast<double>(fp16_to_float(hi)) - a;
+  const uint16_t r = dl < dh ? lo : dh < dl ? hi : ((lo & 1u) ? hi : lo);
+  return static_cast<uint16_t>(sign | r);
+}
+inline float fp16_rne_of_double(double x) { return fp16_to_float(fp16_rne_bits_of_double(x)); }
 
 // Start of the D elements of K (key = true) or V row t of KV head g of batch b, read in place.
 inline const void* kv_row(const Plan& p, bool key, int64_t b, int64_t g, int64_t t) {

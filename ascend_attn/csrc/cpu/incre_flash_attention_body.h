@@ -273,3 +273,115 @@ static void process_unit(const Plan& p, const Item* its, int64_t ng, PartialView
     default: float_unit<ElemType::f32>(p, its, ng, outs, scratch, rows);
   }
 }
+
+// ------------------------------------------------------------------ full int8 (scenarios A/B, §7.5)
+// Pass 1 of a unit: exact int32 scores q8.k8 (fp32 FMAs of integers below 2^24 are exact), then
+//   sh = fp16(si * deq1); sh = fp16(sh * fp16(scale)); sh = fp16(sh + pse)   (pse sum exact in double)
+// into sh_rows (row (b, h) at sh_base[b] + h*len_b), the item maximum over kept positions in m,
+// kept counts in kept. Pass 2 (after the row maxima M are known): eh = fp16(exp(sh - M)),
+// l = exact sum of eh (double), p8 = int8_sat(rne(fp16(eh * fp16(qs1)))), oi = sum p8 * v8 exact.
+static void int8_scores_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, float* sh_rows,
+                             const int64_t* sh_base, std::vector<float>& scratch, std::vector<const void*>& rows) {
+  constexpr ElemType KV = ElemType::i8;
+  const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
+  const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * d + g + g * ns;
+  const int64_t len = p.ends[b] - p.starts[b];
+  const float scale16 = fp16_to_float(float_to_fp16_rne(p.scale));
+  scratch.resize(static_cast<size_t>(ng * blk));
+  rows.resize(static_cast<size_t>(ng * kTile));
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    float* qf = scratch.data() + gi * blk;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = its[gi].g * g + j;
+      for (int64_t e = 0; e < d; ++e) qf[j * d + e] = load_elem<KV>(p.query, (b * p.heads_q + h) * d + e);
+      qf[g * d + j] = 0.0f;
+    }
+  }
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, true, t0, t1, rows.data());
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows.data() + gi * kTile;
+      float* qf = scratch.data() + gi * blk;
+      float *kb = qf + g * d, *s = kb + g;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+    }
+  }
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const float* s = scratch.data() + gi * blk + g * d + g;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = its[gi].g * g + j;
+      const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
+      const int64_t pse_row = b * p.pse_b + h * p.pse_h;
+      float* out_row = sh_rows + sh_base[b] + h * len + (c0 - p.starts[b]);
+      float m = -INFINITY;
+      int64_t kept = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        float x = fp16_to_float(float_to_fp16_rne(s[j * ns + t] * p.deq1));
+        x = fp16_to_float(float_to_fp16_rne(x * scale16));
+        if (p.pse) x = fp16_rne_of_double(static_cast<double>(x) + load_elem_rt(p.pse_type, p.pse, pse_row + c0 + t));
+        out_row[t] = x;
+        if (mrow && mrow[c0 + t]) continue;
+        ++kept;
+        m = (std::isnan(m) || std::isnan(x)) ? m + x : std::max(m, x);
+      }
+      outs[gi].m[j] = m;
+      outs[gi].kept[j] = static_cast<float>(kept);
+    }
+  }
+}
+
+static void int8_pv_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, const float* row_max,
+                         double* l_parts, const float* sh_rows, const int64_t* sh_base, std::vector<float>& scratch,
+                         std::vector<const void*>& rows) {
+  constexpr ElemType KV = ElemType::i8;
+  const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
+  const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * ns + ns;
+  const int64_t len = p.ends[b] - p.starts[b];
+  const float qs1_16 = fp16_to_float(float_to_fp16_rne(p.qs1));
+  scratch.resize(static_cast<size_t>(ng * blk));
+  rows.resize(static_cast<size_t>(ng * kTile));
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    float* p8 = scratch.data() + gi * blk;
+    uint8_t* live = reinterpret_cast<uint8_t*>(p8 + g * ns);
+    for (int64_t t = 0; t < ns; ++t) live[t] = 0;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = its[gi].g * g + j;
+      const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
+      const float* sh = sh_rows + sh_base[b] + h * len + (c0 - p.starts[b]);
+      const float m = row_max[b * p.heads_q + h];
+      double l = 0.0;
+      for (int64_t t = 0; t < n; ++t) {
+        float q8 = 0.0f;
+        if (!(mrow && mrow[c0 + t]) && m != -INFINITY) {
+          const float eh = fp16_to_float(float_to_fp16_rne(exp_poly(sh[t] - m)));
+          l += eh;  // multiples of 2^-24 below 1: the double sum is exact
+          q8 = std::nearbyint(fp16_to_float(float_to_fp16_rne(eh * qs1_16)));
+          q8 = std::isnan(q8) ? 0.0f : std::min(127.0f, std::max(-128.0f, q8));
+          live[t] = 1;
+        }
+        p8[j * ns + t] = q8;
+      }
+      for (int64_t t = n; t < ns; ++t) p8[j * ns + t] = 0.0f;
+      l_parts[gi * g + j] = l;
+    }
+    for (int64_t i = 0; i < g * d; ++i) outs[gi].acc[i] = 0.0f;
+  }
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, false, t0, t1, rows.data());
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows.data() + gi * kTile;
+      const float* p8 = scratch.data() + gi * blk;
+      const uint8_t* live = reinterpret_cast<const uint8_t*>(p8 + g * ns);
+      float* acc = outs[gi].acc;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, p8, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, p8, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 < g; ++j0) pv_block<KV, 1>(p, p8, ns, live, r, t0, t1, c0, j0, acc);
+    }
+  }
+}

@@ -5,14 +5,13 @@ both paths (``cpu_path``); here: the two paths agree with each other (bit for bi
 specified dataflow is exact), the native results do not depend on the thread count (work split
 into fixed KV chunks merged in a fixed order), and NaN in an attended input propagates.
 """
-import contextlib
-
 import pytest
 import torch
 
 import ascend_attn
 from ascend_attn import native
 from ascend_attn.testing.samples import ifa_case, rau_torch_sample_inputs
+from test_determinism import bits, threads
 
 @pytest.fixture(autouse=True, scope="module")
 def _native_built():
@@ -26,20 +25,6 @@ def both_paths(fn):
     with native.forced("eager"):
         want = fn()
     return got, want
-
-
-@contextlib.contextmanager
-def threads(n):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def bits(t):
-    return t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32) if t.element_size() == 4 else t
 
 
 # ----------------------------------------------------------------------------- IFA: float dataflow

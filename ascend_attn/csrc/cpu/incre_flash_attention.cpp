@@ -172,6 +172,22 @@ void combine_int8(const Plan& p, Partials& parts, const double* l_parts, int64_t
   }
 }
 
+// Runs body(first item, partial views, scratch, row pointers) for every work unit (heads_per_unit
+// consecutive items), in parallel; scratch buffers live per thread chunk.
+template <class Body>
+void parallel_units(const Plan& p, const std::vector<Item>& items, Partials& parts, Body&& body) {
+  const int64_t per_unit = p.heads_per_unit, units = static_cast<int64_t>(items.size()) / per_unit;
+  at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<float> scratch;
+    std::vector<const void*> rows;
+    std::vector<PartialView> views(static_cast<size_t>(per_unit));
+    for (int64_t u = u0; u < u1; ++u) {
+      for (int64_t i = 0; i < per_unit; ++i) views[i] = parts.view(p, u * per_unit + i);
+      body(u * per_unit, views.data(), scratch, rows);
+    }
+  });
+}
+
 // Scenarios A/B (§7.5): the probabilities are quantised relative to the row's global maximum, so
 // pass 1 writes every fp16 score and its item maximum, the row maxima are merged in chunk order,
 // pass 2 quantises P and accumulates P8.V8 exactly.
@@ -184,19 +200,9 @@ void run_int8(const Plan& p, const std::vector<Item>& items, Partials& parts, co
   }
   std::vector<float> sh_rows(static_cast<size_t>(sh_base[p.batch]));
   std::vector<double> l_parts(items.size() * p.group);
-  const int64_t per_unit = p.heads_per_unit, units = static_cast<int64_t>(items.size()) / per_unit;
-  auto for_units = [&](auto&& body) {
-    at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
-      std::vector<float> scratch;
-      std::vector<const void*> rows;
-      std::vector<PartialView> views(static_cast<size_t>(per_unit));
-      for (int64_t u = u0; u < u1; ++u) {
-        for (int64_t i = 0; i < per_unit; ++i) views[i] = parts.view(p, u * per_unit + i);
-        body(u * per_unit, views.data(), scratch, rows);
-      }
-    });
-  };
-  for_units([&](int64_t i0, PartialView* views, std::vector<float>& scratch, std::vector<const void*>& rows) {
+  const int64_t per_unit = p.heads_per_unit;
+  parallel_units(p, items, parts, [&](int64_t i0, PartialView* views, std::vector<float>& scratch,
+                                      std::vector<const void*>& rows) {
 #if defined(__x86_64__)
     if (avx2) return isa_avx2::int8_scores_unit(p, &items[i0], per_unit, views, sh_rows.data(), sh_base.data(), scratch, rows);
 #endif
@@ -214,7 +220,8 @@ void run_int8(const Plan& p, const std::vector<Item>& items, Partials& parts, co
       row_max[b * p.heads_q + h] = m;
     }
   }
-  for_units([&](int64_t i0, PartialView* views, std::vector<float>& scratch, std::vector<const void*>& rows) {
+  parallel_units(p, items, parts, [&](int64_t i0, PartialView* views, std::vector<float>& scratch,
+                                      std::vector<const void*>& rows) {
     double* l = l_parts.data() + i0 * p.group;
 #if defined(__x86_64__)
     if (avx2)
@@ -248,8 +255,6 @@ void run(const Plan& p) {
   Partials parts;
   parts.stride = p.group * (4 + p.head_dim);
   parts.data.resize(static_cast<size_t>(parts.stride * items.size()));
-  const int64_t per_unit = p.heads_per_unit;
-  const int64_t units = static_cast<int64_t>(items.size()) / per_unit;
 #if defined(__x86_64__)
   const bool avx2 = cpu_features().avx2;
 #else
@@ -259,18 +264,12 @@ void run(const Plan& p) {
     run_int8(p, items, parts, batch_first, batch_chunks, avx2);
     return;
   }
-  at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<float> scratch;
-    std::vector<const void*> rows;
-    std::vector<PartialView> views(static_cast<size_t>(per_unit));
-    for (int64_t u = u0; u < u1; ++u) {
-      for (int64_t i = 0; i < per_unit; ++i) views[i] = parts.view(p, u * per_unit + i);
-      const Item* its = items.data() + u * per_unit;
+  parallel_units(p, items, parts, [&](int64_t i0, PartialView* views, std::vector<float>& scratch,
+                                      std::vector<const void*>& rows) {
 #if defined(__x86_64__)
-      if (avx2) { isa_avx2::process_unit(p, its, per_unit, views.data(), scratch, rows); continue; }
+    if (avx2) return isa_avx2::process_unit(p, &items[i0], p.heads_per_unit, views, scratch, rows);
 #endif
-      isa_scalar::process_unit(p, its, per_unit, views.data(), scratch, rows);
-    }
+    isa_scalar::process_unit(p, &items[i0], p.heads_per_unit, views, scratch, rows);
   });
   at::parallel_for(0, p.batch * p.heads_kv, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

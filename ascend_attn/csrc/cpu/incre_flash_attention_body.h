@@ -155,6 +155,48 @@ static void tile_rows(const Plan& p, const Item* its, int64_t ng, bool key, int6
   }
 }
 
+// Scores of every group of a unit, tile by tile; per group gi the scratch block at gi*blk holds
+// qf [G, D], kbias [G] and the scores [G, ns].
+template <ElemType KV>
+static void unit_scores(const Plan& p, const Item* its, int64_t ng, float* scratch, int64_t blk, int64_t ns,
+                        const void** rows) {
+  const int64_t g = p.group, d = p.head_dim, c0 = its[0].c0, c1 = its[0].c1;
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, true, t0, t1, rows);
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows + gi * kTile;
+      float* qf = scratch + gi * blk;
+      float *kb = qf + g * d, *s = kb + g;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+    }
+  }
+}
+
+// P.V of every group of a unit, tile by tile: P of group gi at p_of(gi) ([G, ns]), live rows at live_of(gi).
+template <ElemType KV, class POf, class LiveOf>
+static void unit_pv(const Plan& p, const Item* its, int64_t ng, PartialView* outs, int64_t ns, POf p_of,
+                    LiveOf live_of, const void** rows) {
+  const int64_t g = p.group, c0 = its[0].c0, c1 = its[0].c1;
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, false, t0, t1, rows);
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows + gi * kTile;
+      const float* pm = p_of(gi);
+      const uint8_t* live = live_of(gi);
+      float* acc = outs[gi].acc;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 < g; ++j0) pv_block<KV, 1>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
+    }
+  }
+}
+
 template <ElemType KV>
 static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
                        std::vector<const void*>& rows) {
@@ -183,18 +225,7 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
       kbias_of(gi)[j] = bias;
     }
   }
-  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
-    const int64_t t1 = std::min(c1, t0 + kTile);
-    tile_rows<KV>(p, its, ng, true, t0, t1, rows.data());
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const void* const* r = rows.data() + gi * kTile;
-      float *qf = qf_of(gi), *kb = kbias_of(gi), *s = s_of(gi);
-      int64_t j0 = 0;
-      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-    }
-  }
+  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, rows.data());
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t kvh = its[gi].g;
     float* s = s_of(gi);
@@ -248,20 +279,7 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
     }
     for (int64_t i = 0; i < g * d; ++i) out.acc[i] = 0.0f;
   }
-  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
-    const int64_t t1 = std::min(c1, t0 + kTile);
-    tile_rows<KV>(p, its, ng, false, t0, t1, rows.data());
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const void* const* r = rows.data() + gi * kTile;
-      const float* s = s_of(gi);
-      const uint8_t* live = live_of(gi);
-      float* acc = outs[gi].acc;
-      int64_t j0 = 0;
-      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, s, ns, live, r, t0, t1, c0, j0, acc);
-      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, s, ns, live, r, t0, t1, c0, j0, acc);
-      for (; j0 < g; ++j0) pv_block<KV, 1>(p, s, ns, live, r, t0, t1, c0, j0, acc);
-    }
-  }
+  unit_pv<KV>(p, its, ng, outs, ns, s_of, live_of, rows.data());
 }
 
 static void process_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
@@ -297,19 +315,7 @@ static void int8_scores_unit(const Plan& p, const Item* its, int64_t ng, Partial
       qf[g * d + j] = 0.0f;
     }
   }
-  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
-    const int64_t t1 = std::min(c1, t0 + kTile);
-    tile_rows<KV>(p, its, ng, true, t0, t1, rows.data());
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const void* const* r = rows.data() + gi * kTile;
-      float* qf = scratch.data() + gi * blk;
-      float *kb = qf + g * d, *s = kb + g;
-      int64_t j0 = 0;
-      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-    }
-  }
+  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, rows.data());
   for (int64_t gi = 0; gi < ng; ++gi) {
     const float* s = scratch.data() + gi * blk + g * d + g;
     for (int64_t j = 0; j < g; ++j) {
@@ -370,18 +376,7 @@ static void int8_pv_unit(const Plan& p, const Item* its, int64_t ng, PartialView
     }
     for (int64_t i = 0; i < g * d; ++i) outs[gi].acc[i] = 0.0f;
   }
-  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
-    const int64_t t1 = std::min(c1, t0 + kTile);
-    tile_rows<KV>(p, its, ng, false, t0, t1, rows.data());
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const void* const* r = rows.data() + gi * kTile;
-      const float* p8 = scratch.data() + gi * blk;
-      const uint8_t* live = reinterpret_cast<const uint8_t*>(p8 + g * ns);
-      float* acc = outs[gi].acc;
-      int64_t j0 = 0;
-      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, p8, ns, live, r, t0, t1, c0, j0, acc);
-      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, p8, ns, live, r, t0, t1, c0, j0, acc);
-      for (; j0 < g; ++j0) pv_block<KV, 1>(p, p8, ns, live, r, t0, t1, c0, j0, acc);
-    }
-  }
+  auto p8_of = [&](int64_t gi) { return scratch.data() + gi * blk; };
+  auto live_of = [&](int64_t gi) { return reinterpret_cast<const uint8_t*>(p8_of(gi) + g * ns); };
+  unit_pv<KV>(p, its, ng, outs, ns, p8_of, live_of, rows.data());
 }

@@ -87,44 +87,67 @@ static inline V vround_bf16(V a) {
 
 // ------------------------------------------------------------------ scores
 // s[j*ns + (t - c0)] = q_j . k_t + kbias_j for the group's query heads j and the rows of one tile.
-template <ElemType KV, int NH>
-static void score_block(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
-                        const void* const* rows, int64_t t0, int64_t t1, int64_t c0) {
+template <ElemType KV, int NH, int NT>
+static inline void score_rows(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
+                              const void* const* krow, int64_t col) {
   const int64_t d = p.head_dim;
-  for (int64_t t = t0; t < t1; ++t) {
-    const void* krow = rows[t - t0];
-    V acc[NH];
-    for (int j = 0; j < NH; ++j) acc[j] = vzero();
-    int64_t e = 0;
-    for (; e + 8 <= d; e += 8) {
-      V kv = vload_elem<KV>(krow, e);
-      for (int j = 0; j < NH; ++j) acc[j] = vfma(vload(qf + (j0 + j) * d + e), kv, acc[j]);
-    }
+  V acc[NT][NH];  // NT positions x NH heads: independent FMA chains, each q load shared by NT rows
+  for (int r = 0; r < NT; ++r)
+    for (int j = 0; j < NH; ++j) acc[r][j] = vzero();
+  int64_t e = 0;
+  for (; e + 8 <= d; e += 8) {
+    V kv[NT];
+    for (int r = 0; r < NT; ++r) kv[r] = vload_elem<KV>(krow[r], e);
     for (int j = 0; j < NH; ++j) {
-      float r = vsum(acc[j]);
-      for (int64_t e2 = e; e2 < d; ++e2) r += qf[(j0 + j) * d + e2] * load_elem<KV>(krow, e2);
-      s[(j0 + j) * ns + (t - c0)] = r + kbias[j0 + j];
+      const V qv = vload(qf + (j0 + j) * d + e);
+      for (int r = 0; r < NT; ++r) acc[r][j] = vfma(qv, kv[r], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < NT; ++r) {
+    for (int j = 0; j < NH; ++j) {
+      float x = vsum(acc[r][j]);
+      for (int64_t e2 = e; e2 < d; ++e2) x += qf[(j0 + j) * d + e2] * load_elem<KV>(krow[r], e2);
+      s[(j0 + j) * ns + col + r] = x + kbias[j0 + j];
     }
   }
 }
 
+template <ElemType KV, int NH>
+static void score_block(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
+                        const void* const* rows, int64_t t0, int64_t t1, int64_t c0) {
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) score_rows<KV, NH, 2>(p, qf, kbias, j0, s, ns, rows + (t - t0), t - c0);
+  for (; t < t1; ++t) score_rows<KV, NH, 1>(p, qf, kbias, j0, s, ns, rows + (t - t0), t - c0);
+}
+
 // ------------------------------------------------------------------ P.V
 // acc[j*D + e] += P[j][t] * v_t[e] over the live rows t of one tile, t in increasing order.
+template <ElemType KV, int NH, int NE>
+static inline void pv_cols(const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t t0,
+                           int64_t t1, int64_t c0, int64_t j0, int64_t d, int64_t e, float* acc) {
+  V a[NH][NE];  // NH heads x NE column vectors: independent FMA chains over the rows
+  for (int j = 0; j < NH; ++j)
+    for (int c = 0; c < NE; ++c) a[j][c] = vload(acc + (j0 + j) * d + e + 8 * c);
+  for (int64_t t = t0; t < t1; ++t) {
+    if (!live[t - c0]) continue;
+    V vv[NE];
+    for (int c = 0; c < NE; ++c) vv[c] = vload_elem<KV>(rows[t - t0], e + 8 * c);
+    for (int j = 0; j < NH; ++j) {
+      const V pj = vset1(pm[(j0 + j) * ns + (t - c0)]);
+      for (int c = 0; c < NE; ++c) a[j][c] = vfma(pj, vv[c], a[j][c]);
+    }
+  }
+  for (int j = 0; j < NH; ++j)
+    for (int c = 0; c < NE; ++c) vstore(acc + (j0 + j) * d + e + 8 * c, a[j][c]);
+}
+
 template <ElemType KV, int NH>
 static void pv_block(const Plan& p, const float* pm, int64_t ns, const uint8_t* live, const void* const* rows,
                      int64_t t0, int64_t t1, int64_t c0, int64_t j0, float* acc) {
   const int64_t d = p.head_dim;
   int64_t e = 0;
-  for (; e + 8 <= d; e += 8) {
-    V a[NH];
-    for (int j = 0; j < NH; ++j) a[j] = vload(acc + (j0 + j) * d + e);
-    for (int64_t t = t0; t < t1; ++t) {
-      if (!live[t - c0]) continue;
-      V vv = vload_elem<KV>(rows[t - t0], e);
-      for (int j = 0; j < NH; ++j) a[j] = vfma(vset1(pm[(j0 + j) * ns + (t - c0)]), vv, a[j]);
-    }
-    for (int j = 0; j < NH; ++j) vstore(acc + (j0 + j) * d + e, a[j]);
-  }
+  for (; e + 16 <= d; e += 16) pv_cols<KV, NH, 2>(pm, ns, live, rows, t0, t1, c0, j0, d, e, acc);
+  for (; e + 8 <= d; e += 8) pv_cols<KV, NH, 1>(pm, ns, live, rows, t0, t1, c0, j0, d, e, acc);
   for (; e < d; ++e) {
     for (int64_t t = t0; t < t1; ++t) {
       if (!live[t - c0]) continue;
@@ -239,7 +262,12 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
       const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
       const int64_t pse_row = b * p.pse_b + h * p.pse_h;
       int64_t kept = 0;
-      for (int64_t t = 0; t < n; ++t) {
+      if (!p.pse && !mrow) {  // the common decode step: every position kept, scores only scaled
+        for (int64_t t = 0; t < n; ++t) sj[t] = sj[t] * p.scale;
+        kept = n;
+        if (j == 0) std::memset(live, 1, static_cast<size_t>(n));
+      }
+      for (int64_t t = 0; t < n && (p.pse || mrow); ++t) {
         float x = sj[t] * p.scale;
         if (p.pse) x += load_elem_rt(p.pse_type, p.pse, pse_row + c0 + t);
         if (mrow && mrow[c0 + t]) x = -INFINITY;

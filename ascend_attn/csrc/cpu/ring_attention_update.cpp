@@ -200,6 +200,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_attention_update_op(
   at::Tensor out = at::empty(prev.sizes(), prev.options());
   at::Tensor new_max = at::empty(pm.sizes(), pm.options().dtype(at::kFloat));
   at::Tensor new_sum = at::empty(pm.sizes(), pm.options().dtype(at::kFloat));
+  for (at::Tensor* t : {&out, &new_max, &new_sum}) advise_huge_pages(t->data_ptr(), t->nbytes());
   Plan p;
   p.dtype = elem_type(prev);
   p.head_dim = head_dim;

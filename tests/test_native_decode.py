@@ -177,3 +177,44 @@ def test_ifa_native_propagates_nan_from_query_and_attended_keys():
     with native.forced("native"):
         out = ascend_attn.incre_flash_attention(args[0], args[1], v2, **kwargs)
     assert torch.isnan(out[0, 0, :2, 7]).all() and not torch.isnan(out[0, 0, 2:]).any()
+
+
+# ----------------------------------------------------------------------------- scalar fallback
+_SCALAR_SCRIPT = """
+import sys, torch, ascend_attn
+from ascend_attn import native
+sys.path.insert(0, {tests!r})
+from test_native_decode import ifa_case, int8_case
+from ascend_attn.testing.samples import rau_torch_sample_inputs
+torch.set_num_threads(1)
+outs = []
+with native.forced("native"):
+    for case in ({cases!r}):
+        args, kwargs = int8_case(False, "A", seed=4) if case == "A" else ifa_case(**case, seed=5)
+        outs.append(ascend_attn.incre_flash_attention(*args, **kwargs))
+    for args, kwargs in rau_torch_sample_inputs():
+        outs += list(ascend_attn.ring_attention_update(*args, **kwargs))
+torch.save(outs, sys.argv[1])
+"""
+
+
+def test_scalar_fallback_gives_the_same_bits_as_simd(tmp_path):
+    """CPUs without AVX2 run the portable code: same operations in the same order, same bits."""
+    import os
+    import subprocess
+    import sys
+    cases = [dict(layout="BSH", dtype="float16", kv_len=1100, head_dim=36, lengths=[1100, 500, 3]),
+             dict(layout="BNSD", dtype="bfloat16", antiquant="channel", mask="B,N,1,S", pse=True, head_dim=32),
+             dict(layout="BSH", kv_form="paged", block_size=32, dtype="bfloat16"), "A"]
+    script = _SCALAR_SCRIPT.format(tests=os.path.dirname(__file__), cases=tuple(cases))
+    results = {}
+    for isa in ("scalar", "native"):
+        env = dict(os.environ, ASCEND_ATTN_CPU_ISA=isa)
+        out = tmp_path / f"{isa}.pt"
+        run = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        results[isa] = torch.load(out)
+    assert len(results["scalar"]) == len(results["native"]) > 4
+    for a, b in zip(results["scalar"], results["native"]):
+        assert torch.equal(bits(a), bits(b))

@@ -9,6 +9,10 @@
 // (batch, KV head) the partials are merged in chunk order, normalised, rounded or quantised.
 // The chunking depends on the shape only and every sum runs in a fixed order, so the result is
 // bit-identical for any thread count.
+// The spec's formulas round every product and sum separately (e.g. RAU's "two products, one add");
+// GNU C++ would fuse a*b + c into one FMA wherever FMA is enabled (the AVX2 code), so contraction is
+// off for the kernels of this file: explicit fused multiply-adds only.
+#pragma GCC optimize("fp-contract=off")
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

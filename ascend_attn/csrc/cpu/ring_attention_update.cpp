@@ -12,6 +12,10 @@
 // sequence (its [N, S_b, 8] block). A work unit is a tile of rows of one segment: first the
 // statistics of all its (r, h) (contiguous runs per head), then its attention rows in memory order.
 // Framework-neutral core below; the ATen binding is at the bottom.
+// The spec's formulas round every product and sum separately (e.g. RAU's "two products, one add");
+// GNU C++ would fuse a*b + c into one FMA wherever FMA is enabled (the AVX2 code), so contraction is
+// off for the kernels of this file: explicit fused multiply-adds only.
+#pragma GCC optimize("fp-contract=off")
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

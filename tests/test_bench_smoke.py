@@ -23,5 +23,5 @@ def test_bench_tiny_writes_results_for_every_group(tmp_path):
                                                       "Memory growth"}
     assert all(t["result"] in ("PASS", "MISS", "n/a") for t in data["targets"])
     impls = {row["impl"] for row in data["rows"]}
-    assert {"ours", "sdpa_loop", "sdpa_padded", "naive", "cache_clone", "clone"} <= impls
+    assert {"ours", "eager", "sdpa_loop", "sdpa_padded", "naive", "cache_copy", "copy", "sdpa"} <= impls
     assert len(data["memory_growth"]) >= 2

@@ -8,6 +8,8 @@ from ascend_attn.kernels import incre_flash_attention as kernel
 from ascend_attn.testing import ifa_reference as R
 from ascend_attn.testing.samples import ifa_case, numpy_kwargs
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 
 def run_ref(args, kwargs, round_dtype=None):
     q, k, v = args

@@ -68,6 +68,7 @@ def test_fa_large_logits_stay_finite_and_match_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_large_logits_stay_finite_and_match_reference(dtype):
     args, kwargs = ifa_case("BSND", dtype, batch=2, heads_q=4, heads_kv=2, head_dim=16, kv_len=20, seed=2)
     q, k, v = args
@@ -79,6 +80,7 @@ def test_ifa_large_logits_stay_finite_and_match_reference(dtype):
     check_ifa_against_reference(args, kwargs, dtype)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_rau_large_max_difference_is_exact():
     """A partial 1e30 below the other has weight exactly 0 (exp underflows), no NaN/Inf."""
     arrays = {k: torch.from_numpy(v) for k, v in rau_arrays("SBH").items()}
@@ -125,6 +127,7 @@ def test_fa_all_rows_masked_gives_zero_gradients():
 
 
 @pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_fully_masked_row_is_zero(dtype):
     args, kwargs = ifa_case("BNSD", dtype, mask="B,N,1,S", seed=5)
     kwargs["atten_mask"][1, 3] = True          # batch 1, query head 3: every position masked
@@ -135,6 +138,7 @@ def test_ifa_fully_masked_row_is_zero(dtype):
     check_ifa_against_reference(args, kwargs, dtype)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_fully_masked_row_with_int8_output_is_quant2_of_zero():
     args, kwargs = ifa_case("BSH", "float16", mask="B,S", seed=6)
     kwargs["atten_mask"][0] = True
@@ -161,6 +165,7 @@ def test_fa_one_key_per_row_returns_value_row(dtype):
     check_fa_against_reference(args, kwargs, dtype)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_one_key_returns_value_row():
     args, kwargs = ifa_case("BSH", "float16", kv_len=6, lengths=[1, 1, 1], seed=8)
     got = ascend_attn.incre_flash_attention(*args, **kwargs)
@@ -201,6 +206,7 @@ def test_fa_all_sequences_empty_in_q():
     assert all(torch.all(g == 0) for g in grads)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_zero_lengths_give_zero_output():
     args, kwargs = ifa_case("BSND", "bfloat16", lengths=[0, 5, 0], seed=11)
     got = ascend_attn.incre_flash_attention(*args, **kwargs)
@@ -208,6 +214,7 @@ def test_ifa_zero_lengths_give_zero_output():
     check_ifa_against_reference(args, kwargs, "bfloat16")
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_rau_zero_length_sequences_in_tnd():
     arrays = rau_arrays("TND", seq_lens=(0, 3, 0, 2), heads=2, head_dim=64)
     lens = np.diff(arrays["actual_seq_qlen"])
@@ -295,6 +302,7 @@ def _rau(prev, cur, layout="TND"):
                                              input_softmax_layout="TND")
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_rau_one_empty_partial_merges_neutrally():
     """§1: FA's empty-row stats (-FLT_MAX, +FLT_MAX) give weight exactly 0 to that side."""
     _, _, out, smax, ssum = empty_row_partial()
@@ -308,6 +316,7 @@ def test_rau_one_empty_partial_merges_neutrally():
         assert torch.equal(m[3:], other[1][3:]) and torch.equal(s[3:], other[2][3:])
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_rau_two_empty_partials_give_zero_out_and_infinite_sum():
     _, _, out, smax, ssum = empty_row_partial()
     o, m, s = _rau((out, smax, ssum), (out, smax, ssum))
@@ -320,6 +329,7 @@ def test_rau_two_empty_partials_give_zero_out_and_infinite_sum():
     assert torch.isfinite(o2[:3]).all()
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_rau_both_sums_zero_is_nan():
     """§9b: the kernel formula verbatim, both sums 0 -> 0/0."""
     t = lambda *s: torch.zeros(*s)
@@ -388,6 +398,7 @@ def test_fa_grad_poisoned_dy_stats_and_attention_in_tails_are_never_read():
 
 
 @pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_poisoned_positions_beyond_lengths_mask_and_pse_columns(poison):
     args, kwargs = ifa_case("BSND", "float16", kv_len=40, lengths=[10, 0, 33], mask="B,1,1,S", pse=True, seed=20)
     clean = ascend_attn.incre_flash_attention(*args, **kwargs)
@@ -399,6 +410,7 @@ def test_ifa_poisoned_positions_beyond_lengths_mask_and_pse_columns(poison):
     assert torch.equal(got, clean)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_poisoned_left_padding_is_never_read():
     args, kwargs = ifa_case("BSH", "bfloat16", kv_len=30, lengths=[10, 25, 3], seed=21)
     kwargs["kv_padding_size"] = torch.tensor([4])
@@ -411,6 +423,7 @@ def test_ifa_poisoned_left_padding_is_never_read():
     assert torch.equal(ascend_attn.incre_flash_attention(q, k, v, **kwargs), clean)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_ifa_poisoned_unreferenced_pages_are_never_read():
     """ifa_case fills every unused page with NaN; also poison the tail of each last used page."""
     args, kwargs = ifa_case("BNSD", "float16", kv_form="paged", paged_layout="BNSD", kv_len=48, lengths=[33, 1, 0],

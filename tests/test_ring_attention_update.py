@@ -7,6 +7,8 @@ import ascend_attn
 from ascend_attn.testing import reference as ref
 from ascend_attn.testing.samples import RAU_TENSOR_NAMES, rau_arrays, rau_torch_sample_inputs
 
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

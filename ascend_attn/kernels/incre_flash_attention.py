@@ -15,6 +15,7 @@ import struct
 
 import torch
 
+from .. import native
 from ..validation import IFA_OP, IncrePlan, ifa_left_padding, value_error
 from .flash_attention import round_half_away_fp16, round_to
 
@@ -205,6 +206,13 @@ def incre_flash_attention(query, key, value, plan: IncrePlan, *, atten_mask=None
                                     pse_shift=pse_shift, kv_padding_size=kv_padding_size,
                                     dequant_scale1=dequant_scale1, dequant_scale2=dequant_scale2,
                                     quant_scale1=quant_scale1)
+    if _use_native(plan, query, key, value):
+        kv = lambda x: list(x) if isinstance(x, (list, tuple)) else [x]
+        return torch.ops.ascend_attn_cpu.incre_flash_attention(
+            query, kv(key), kv(value), atten_mask, pse_shift, antiquant_scale, antiquant_offset, block_table,
+            quant_scale2, quant_offset2, plan.layout, plan.kv_form, plan.paged_layout or "", plan.heads_q,
+            plan.heads_kv, plan.head_dim, plan.block_size, list(plan.starts), list(plan.ends), plan.mask_heads,
+            plan.quant_channel, plan.scale, list(deq) if deq is not None else [])
     quant = OutputQuant(plan, quant_scale2, quant_offset2) if plan.scenario in ("A", "C") else None
     source = KVSource(plan, key, value, block_table)
     antiquant = _antiquant_params(plan, antiquant_scale, antiquant_offset)
@@ -227,6 +235,13 @@ def incre_flash_attention(query, key, value, plan: IncrePlan, *, atten_mask=None
     else:
         result = round_to(out, torch.float16 if plan.scenario == "B" else query.dtype)
     return result.reshape(query.shape)
+
+
+def _use_native(plan: IncrePlan, query, key, value) -> bool:
+    """CPU tensors run the native kernel (``csrc/cpu/incre_flash_attention.cpp``) when
+    :func:`ascend_attn.native.use_native` says so."""
+    kv = list(key) + list(value) if isinstance(key, (list, tuple)) else [key, value]
+    return native.use_native("incre_flash_attention", query, *kv)
 
 
 def _float_row(q, qdtype, plan, ctx, antiquant):

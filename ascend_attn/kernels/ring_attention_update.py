@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import native
 from ..validation import RingUpdatePlan
 
 # Elements of attention output handled per chunk (1 MiB of fp32 temporaries): big enough that the per-op overhead of
@@ -49,7 +50,15 @@ def ring_attention_update(prev_attn_out, prev_softmax_max, prev_softmax_sum,
 
     SBH: attn ``[S, B, H]``, stats ``[B, N, S, 8]``. TND: attn ``[T, N, D]``, stats ``[T, N, 8]``
     holding NTD or TND data per ``plan.stats_layout``. Returns new tensors of the input shapes.
+
+    CPU tensors run the native kernel (one fused pass, ``csrc/cpu/ring_attention_update.cpp``) when
+    :func:`ascend_attn.native.use_native` says so; the torch code below is the device-generic path.
     """
+    if native.use_native("ring_attention_update", prev_attn_out, prev_softmax_max, prev_softmax_sum,
+                         cur_attn_out, cur_softmax_max, cur_softmax_sum):
+        return torch.ops.ascend_attn_cpu.ring_attention_update(
+            prev_attn_out, prev_softmax_max, prev_softmax_sum, cur_attn_out, cur_softmax_max, cur_softmax_sum,
+            plan.layout, plan.stats_layout, plan.num_heads, plan.head_dim, list(plan.seq_offsets or ()))
     out = torch.empty(prev_attn_out.shape, dtype=prev_attn_out.dtype, device=prev_attn_out.device)
     new_max = torch.empty(prev_softmax_max.shape, dtype=torch.float32, device=prev_softmax_max.device)
     new_sum = torch.empty_like(new_max)

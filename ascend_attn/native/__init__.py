@@ -33,7 +33,8 @@ SOURCE_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cpu"
 CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-Wno-unused-function")
 
 # Ops of the ascend_attn namespace whose CPU kernel has a native implementation.
-OPS: tuple[str, ...] = ("flash_attention_varlen_score", "flash_attention_unpadding_score_grad")
+OPS: tuple[str, ...] = ("flash_attention_varlen_score", "flash_attention_unpadding_score_grad",
+                        "ring_attention_update", "incre_flash_attention")
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "reason": None}

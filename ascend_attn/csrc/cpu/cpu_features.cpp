@@ -2,6 +2,8 @@
 // ISA-specific code sits behind target attributes and is chosen from these flags).
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common.h"
@@ -26,6 +28,9 @@ bool request_amx_permission() {
 
 CpuFeatures detect() {
   CpuFeatures f;
+  // ASCEND_ATTN_CPU_ISA=scalar: run the portable code paths (tests compare them with the SIMD ones).
+  const char* isa = std::getenv("ASCEND_ATTN_CPU_ISA");
+  if (isa && std::string(isa) == "scalar") return f;
 #if defined(__x86_64__)
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

@@ -1,0 +1,410 @@
+// IncreFlashAttention kernel body, included twice by incre_flash_attention.cpp: once as plain C++
+// (namespace isa_scalar, IFA_BODY_AVX2 0) and once under `#pragma GCC target("avx2,fma,f16c")`
+// (namespace isa_avx2, IFA_BODY_AVX2 1). The 8-lane vector type V below is __m256 or an array of
+// 8 floats with the same operations in the same order (same fused multiply-adds, same horizontal
+// sum tree), so both builds give the same bits. No include guard: included on purpose twice.
+
+// ------------------------------------------------------------------ 8 lanes of float32
+#if IFA_BODY_AVX2
+struct V { __m256 v; };
+static inline V vzero() { return {_mm256_setzero_ps()}; }
+static inline V vset1(float x) { return {_mm256_set1_ps(x)}; }
+static inline V vload(const float* p) { return {_mm256_loadu_ps(p)}; }
+static inline void vstore(float* p, V a) { _mm256_storeu_ps(p, a.v); }
+static inline V vfma(V a, V b, V c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+static inline V vadd(V a, V b) { return {_mm256_add_ps(a.v, b.v)}; }
+static inline V vsub(V a, V b) { return {_mm256_sub_ps(a.v, b.v)}; }
+static inline V vmaxn(V a, V b) { return {max8_nan(a.v, b.v)}; }
+static inline float vsum(V a) { return hsum8(a.v); }
+static inline V vexp(V a) { return {exp8(a.v)}; }
+template <ElemType T>
+static inline V vload_elem(const void* row, int64_t e) {
+  if constexpr (T == ElemType::f16) return {load8_f16(static_cast<const uint16_t*>(row) + e)};
+  else if constexpr (T == ElemType::bf16) return {load8_bf16(static_cast<const uint16_t*>(row) + e)};
+  else if constexpr (T == ElemType::i8) return {load8_i8(static_cast<const int8_t*>(row) + e)};
+  else return {_mm256_loadu_ps(static_cast<const float*>(row) + e)};
+}
+// P before P.V: fp16 nearest with ties away (HALF_AWAY16), from RNE by fixing the ties it rounded
+// towards zero (the other neighbour x + (x - rne) is an fp16 value exactly on a tie).
+static inline V vround_fp16_away(V a) {
+  const __m256 x = a.v;
+  __m256 back = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  __m256 diff = _mm256_sub_ps(x, back);
+  __m256 other = _mm256_add_ps(x, diff);
+  __m256 other_rt = _mm256_cvtph_ps(_mm256_cvtps_ph(other, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 tie = _mm256_and_ps(_mm256_cmp_ps(diff, _mm256_setzero_ps(), _CMP_NEQ_OQ),
+                             _mm256_cmp_ps(other_rt, other, _CMP_EQ_OQ));
+  tie = _mm256_and_ps(tie, _mm256_cmp_ps(_mm256_and_ps(back, abs_mask), _mm256_and_ps(x, abs_mask), _CMP_LT_OQ));
+  return {_mm256_blendv_ps(back, other, tie)};
+}
+static inline V vround_bf16(V a) {
+  __m256i u = _mm256_castps_si256(a.v);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+  r = _mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+  __m256 nan = _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q);
+  return {_mm256_blendv_ps(_mm256_castsi256_ps(r), a.v, nan)};
+}
+#else
+struct V { float v[8]; };
+static inline V vzero() { V r; for (int i = 0; i < 8; ++i) r.v[i] = 0.0f; return r; }
+static inline V vset1(float x) { V r; for (int i = 0; i < 8; ++i) r.v[i] = x; return r; }
+static inline V vload(const float* p) { V r; for (int i = 0; i < 8; ++i) r.v[i] = p[i]; return r; }
+static inline void vstore(float* p, V a) { for (int i = 0; i < 8; ++i) p[i] = a.v[i]; }
+static inline V vfma(V a, V b, V c) { V r; for (int i = 0; i < 8; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]); return r; }
+static inline V vadd(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] + b.v[i]; return r; }
+static inline V vsub(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] - b.v[i]; return r; }
+static inline V vmaxn(V a, V b) {
+  V r;
+  for (int i = 0; i < 8; ++i)
+    r.v[i] = (std::isnan(a.v[i]) || std::isnan(b.v[i])) ? a.v[i] + b.v[i] : (a.v[i] > b.v[i] ? a.v[i] : b.v[i]);
+  return r;
+}
+static inline float vsum(V a) {
+  float s[4];
+  for (int i = 0; i < 4; ++i) s[i] = a.v[i] + a.v[i + 4];
+  return (s[0] + s[2]) + (s[1] + s[3]);
+}
+static inline V vexp(V a) { V r; for (int i = 0; i < 8; ++i) r.v[i] = exp_poly(a.v[i]); return r; }
+template <ElemType T>
+static inline V vload_elem(const void* row, int64_t e) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = load_elem<T>(row, e + i);
+  return r;
+}
+static inline V vround_fp16_away(V a) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = fp16_to_float(float_to_fp16_half_away(a.v[i]));
+  return r;
+}
+static inline V vround_bf16(V a) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = std::isnan(a.v[i]) ? a.v[i] : bf16_to_float(float_to_bf16_rne(a.v[i]));
+  return r;
+}
+#endif
+
+// ------------------------------------------------------------------ scores
+// s[j*ns + (t - c0)] = q_j . k_t + kbias_j for the group's query heads j and the rows of one tile.
+template <ElemType KV, int NH, int NT>
+static inline void score_rows(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
+                              const void* const* krow, int64_t col) {
+  const int64_t d = p.head_dim;
+  V acc[NT][NH];  // NT positions x NH heads: independent FMA chains, each q load shared by NT rows
+  for (int r = 0; r < NT; ++r)
+    for (int j = 0; j < NH; ++j) acc[r][j] = vzero();
+  int64_t e = 0;
+  for (; e + 8 <= d; e += 8) {
+    V kv[NT];
+    for (int r = 0; r < NT; ++r) kv[r] = vload_elem<KV>(krow[r], e);
+    for (int j = 0; j < NH; ++j) {
+      const V qv = vload(qf + (j0 + j) * d + e);
+      for (int r = 0; r < NT; ++r) acc[r][j] = vfma(qv, kv[r], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < NT; ++r) {
+    for (int j = 0; j < NH; ++j) {
+      float x = vsum(acc[r][j]);
+      for (int64_t e2 = e; e2 < d; ++e2) x += qf[(j0 + j) * d + e2] * load_elem<KV>(krow[r], e2);
+      s[(j0 + j) * ns + col + r] = x + kbias[j0 + j];
+    }
+  }
+}
+
+template <ElemType KV, int NH>
+static void score_block(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
+                        const void* const* rows, int64_t t0, int64_t t1, int64_t c0) {
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) score_rows<KV, NH, 2>(p, qf, kbias, j0, s, ns, rows + (t - t0), t - c0);
+  for (; t < t1; ++t) score_rows<KV, NH, 1>(p, qf, kbias, j0, s, ns, rows + (t - t0), t - c0);
+}
+
+// ------------------------------------------------------------------ P.V
+// acc[j*D + e] += P[j][t] * v_t[e] over the live rows t of one tile, t in increasing order.
+template <ElemType KV, int NH, int NE>
+static inline void pv_cols(const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t t0,
+                           int64_t t1, int64_t c0, int64_t j0, int64_t d, int64_t e, float* acc) {
+  V a[NH][NE];  // NH heads x NE column vectors: independent FMA chains over the rows
+  for (int j = 0; j < NH; ++j)
+    for (int c = 0; c < NE; ++c) a[j][c] = vload(acc + (j0 + j) * d + e + 8 * c);
+  for (int64_t t = t0; t < t1; ++t) {
+    if (!live[t - c0]) continue;
+    V vv[NE];
+    for (int c = 0; c < NE; ++c) vv[c] = vload_elem<KV>(rows[t - t0], e + 8 * c);
+    for (int j = 0; j < NH; ++j) {
+      const V pj = vset1(pm[(j0 + j) * ns + (t - c0)]);
+      for (int c = 0; c < NE; ++c) a[j][c] = vfma(pj, vv[c], a[j][c]);
+    }
+  }
+  for (int j = 0; j < NH; ++j)
+    for (int c = 0; c < NE; ++c) vstore(acc + (j0 + j) * d + e + 8 * c, a[j][c]);
+}
+
+template <ElemType KV, int NH>
+static void pv_block(const Plan& p, const float* pm, int64_t ns, const uint8_t* live, const void* const* rows,
+                     int64_t t0, int64_t t1, int64_t c0, int64_t j0, float* acc) {
+  const int64_t d = p.head_dim;
+  int64_t e = 0;
+  for (; e + 16 <= d; e += 16) pv_cols<KV, NH, 2>(pm, ns, live, rows, t0, t1, c0, j0, d, e, acc);
+  for (; e + 8 <= d; e += 8) pv_cols<KV, NH, 1>(pm, ns, live, rows, t0, t1, c0, j0, d, e, acc);
+  for (; e < d; ++e) {
+    for (int64_t t = t0; t < t1; ++t) {
+      if (!live[t - c0]) continue;
+      float x = load_elem<KV>(rows[t - t0], e);
+      for (int j = 0; j < NH; ++j) acc[(j0 + j) * d + e] += pm[(j0 + j) * ns + (t - c0)] * x;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ one work unit, float dataflow (§7.3, §7.4)
+// A unit is ng items of one batch and chunk with consecutive KV heads. Their rows are visited tile
+// by tile, all heads of a tile together: in BSH/BSND (and paged BSH) caches the heads of a
+// position are adjacent, so the unit reads the cache in memory order. The rows of the next tile
+// are prefetched.
+constexpr int64_t kTile = 16;
+
+template <ElemType KV>
+static void tile_rows(const Plan& p, const Item* its, int64_t ng, bool key, int64_t t0, int64_t t1,
+                      const void** rows) {
+  for (int64_t gi = 0; gi < ng; ++gi)
+    for (int64_t t = t0; t < t1; ++t) rows[gi * kTile + t - t0] = kv_row(p, key, its[gi].b, its[gi].g, t);
+  const int64_t bytes = p.head_dim * elem_size(KV);
+  for (int64_t t = t1; t < std::min(its[0].c1, t1 + kTile); ++t) {
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const char* r = static_cast<const char*>(kv_row(p, key, its[gi].b, its[gi].g, t));
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o);
+    }
+  }
+}
+
+// Scores of every group of a unit, tile by tile; per group gi the scratch block at gi*blk holds
+// qf [G, D], kbias [G] and the scores [G, ns].
+template <ElemType KV>
+static void unit_scores(const Plan& p, const Item* its, int64_t ng, float* scratch, int64_t blk, int64_t ns,
+                        const void** rows) {
+  const int64_t g = p.group, d = p.head_dim, c0 = its[0].c0, c1 = its[0].c1;
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, true, t0, t1, rows);
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows + gi * kTile;
+      float* qf = scratch + gi * blk;
+      float *kb = qf + g * d, *s = kb + g;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
+    }
+  }
+}
+
+// P.V of every group of a unit, tile by tile: P of group gi at p_of(gi) ([G, ns]), live rows at live_of(gi).
+template <ElemType KV, class POf, class LiveOf>
+static void unit_pv(const Plan& p, const Item* its, int64_t ng, PartialView* outs, int64_t ns, POf p_of,
+                    LiveOf live_of, const void** rows) {
+  const int64_t g = p.group, c0 = its[0].c0, c1 = its[0].c1;
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile);
+    tile_rows<KV>(p, its, ng, false, t0, t1, rows);
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const void* const* r = rows + gi * kTile;
+      const float* pm = p_of(gi);
+      const uint8_t* live = live_of(gi);
+      float* acc = outs[gi].acc;
+      int64_t j0 = 0;
+      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
+      for (; j0 < g; ++j0) pv_block<KV, 1>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
+    }
+  }
+}
+
+template <ElemType KV>
+static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
+                       std::vector<const void*>& rows) {
+  const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
+  const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * d + g + g * ns + ns;
+  scratch.resize(static_cast<size_t>(ng * blk));
+  rows.resize(static_cast<size_t>(ng * kTile));
+  auto qf_of = [&](int64_t gi) { return scratch.data() + gi * blk; };
+  auto kbias_of = [&](int64_t gi) { return qf_of(gi) + g * d; };
+  auto s_of = [&](int64_t gi) { return kbias_of(gi) + g; };
+  auto live_of = [&](int64_t gi) { return reinterpret_cast<uint8_t*>(s_of(gi) + g * ns); };
+  // query rows of each group in float32; antiquant folds the key scale into q and the key offset
+  // into a per-head bias: q.((k8 + o) * sc) = (q * sc).k8 + (q * sc).o
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const int64_t kvh = its[gi].g;
+    float* qf = qf_of(gi);
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = kvh * g + j;
+      float bias = 0.0f;
+      for (int64_t e = 0; e < d; ++e) {
+        float x = load_elem_rt(p.q_type, p.query, (b * p.heads_q + h) * d + e);
+        if (p.aq_scale) x *= p.aq_scale[p.aq_channel ? kvh * d + e : 0];
+        qf[j * d + e] = x;
+        if (p.aq_offset) bias += x * p.aq_offset[p.aq_channel ? kvh * d + e : 0];
+      }
+      kbias_of(gi)[j] = bias;
+    }
+  }
+  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, rows.data());
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const int64_t kvh = its[gi].g;
+    float* s = s_of(gi);
+    uint8_t* live = live_of(gi);
+    const PartialView& out = outs[gi];
+    // scale, pse, mask; kept counts and live positions
+    for (int64_t t = 0; t < ns; ++t) live[t] = 0;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = kvh * g + j;
+      float* sj = s + j * ns;
+      const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
+      const int64_t pse_row = b * p.pse_b + h * p.pse_h;
+      int64_t kept = 0;
+      if (!p.pse && !mrow) {  // the common decode step: every position kept, scores only scaled
+        for (int64_t t = 0; t < n; ++t) sj[t] = sj[t] * p.scale;
+        kept = n;
+        if (j == 0) std::memset(live, 1, static_cast<size_t>(n));
+      }
+      for (int64_t t = 0; t < n && (p.pse || mrow); ++t) {
+        float x = sj[t] * p.scale;
+        if (p.pse) x += load_elem_rt(p.pse_type, p.pse, pse_row + c0 + t);
+        if (mrow && mrow[c0 + t]) x = -INFINITY;
+        else { ++kept; live[t] = 1; }
+        sj[t] = x;
+      }
+      for (int64_t t = n; t < ns; ++t) sj[t] = -INFINITY;
+      out.kept[j] = static_cast<float>(kept);
+    }
+    // softmax pieces per head, relative to this item's maximum; P rounded to the query dtype
+    for (int64_t j = 0; j < g; ++j) {
+      float* sj = s + j * ns;
+      V mv = vset1(-INFINITY);
+      for (int64_t t = 0; t < ns; t += 8) mv = vmaxn(mv, vload(sj + t));
+      float mbuf[8];
+      vstore(mbuf, mv);
+      float m = mbuf[0];
+      for (int i = 1; i < 8; ++i) m = (std::isnan(m) || std::isnan(mbuf[i])) ? m + mbuf[i] : std::max(m, mbuf[i]);
+      out.m[j] = m;
+      if (m == -INFINITY) {  // nothing kept (or every kept score is -inf): contributes nothing
+        out.l[j] = out.psum[j] = 0.0f;
+        for (int64_t t = 0; t < ns; ++t) sj[t] = 0.0f;
+        continue;
+      }
+      V lv = vzero(), pv_sum = vzero();
+      const V mvec = vset1(m);
+      for (int64_t t = 0; t < ns; t += 8) {
+        V e = vexp(vsub(vload(sj + t), mvec));
+        lv = vadd(lv, e);
+        if (p.q_type == ElemType::f16) e = vround_fp16_away(e);
+        else if (p.q_type == ElemType::bf16) e = vround_bf16(e);
+        pv_sum = vadd(pv_sum, e);
+        vstore(sj + t, e);
+      }
+      out.l[j] = vsum(lv);
+      out.psum[j] = vsum(pv_sum);
+    }
+    for (int64_t i = 0; i < g * d; ++i) out.acc[i] = 0.0f;
+  }
+  unit_pv<KV>(p, its, ng, outs, ns, s_of, live_of, rows.data());
+}
+
+static void process_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
+                         std::vector<const void*>& rows) {
+  switch (p.kv_type) {
+    case ElemType::f16: float_unit<ElemType::f16>(p, its, ng, outs, scratch, rows); break;
+    case ElemType::bf16: float_unit<ElemType::bf16>(p, its, ng, outs, scratch, rows); break;
+    case ElemType::i8: float_unit<ElemType::i8>(p, its, ng, outs, scratch, rows); break;
+    default: float_unit<ElemType::f32>(p, its, ng, outs, scratch, rows);
+  }
+}
+
+// ------------------------------------------------------------------ full int8 (scenarios A/B, §7.5)
+// Pass 1 of a unit: exact int32 scores q8.k8 (fp32 FMAs of integers below 2^24 are exact), then
+//   sh = fp16(si * deq1); sh = fp16(sh * fp16(scale)); sh = fp16(sh + pse)   (pse sum exact in double)
+// into sh_rows (row (b, h) at sh_base[b] + h*len_b), the item maximum over kept positions in m,
+// kept counts in kept. Pass 2 (after the row maxima M are known): eh = fp16(exp(sh - M)),
+// l = exact sum of eh (double), p8 = int8_sat(rne(fp16(eh * fp16(qs1)))), oi = sum p8 * v8 exact.
+static void int8_scores_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, float* sh_rows,
+                             const int64_t* sh_base, std::vector<float>& scratch, std::vector<const void*>& rows) {
+  constexpr ElemType KV = ElemType::i8;
+  const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
+  const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * d + g + g * ns;
+  const int64_t len = p.ends[b] - p.starts[b];
+  const float scale16 = fp16_to_float(float_to_fp16_rne(p.scale));
+  scratch.resize(static_cast<size_t>(ng * blk));
+  rows.resize(static_cast<size_t>(ng * kTile));
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    float* qf = scratch.data() + gi * blk;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = its[gi].g * g + j;
+      for (int64_t e = 0; e < d; ++e) qf[j * d + e] = load_elem<KV>(p.query, (b * p.heads_q + h) * d + e);
+      qf[g * d + j] = 0.0f;
+    }
+  }
+  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, rows.data());
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const float* s = scratch.data() + gi * blk + g * d + g;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = its[gi].g * g + j;
+      const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
+      const int64_t pse_row = b * p.pse_b + h * p.pse_h;
+      float* out_row = sh_rows + sh_base[b] + h * len + (c0 - p.starts[b]);
+      float m = -INFINITY;
+      int64_t kept = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        float x = fp16_to_float(float_to_fp16_rne(s[j * ns + t] * p.deq1));
+        x = fp16_to_float(float_to_fp16_rne(x * scale16));
+        if (p.pse) x = fp16_rne_of_double(static_cast<double>(x) + load_elem_rt(p.pse_type, p.pse, pse_row + c0 + t));
+        out_row[t] = x;
+        if (mrow && mrow[c0 + t]) continue;
+        ++kept;
+        m = (std::isnan(m) || std::isnan(x)) ? m + x : std::max(m, x);
+      }
+      outs[gi].m[j] = m;
+      outs[gi].kept[j] = static_cast<float>(kept);
+    }
+  }
+}
+
+static void int8_pv_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, const float* row_max,
+                         double* l_parts, const float* sh_rows, const int64_t* sh_base, std::vector<float>& scratch,
+                         std::vector<const void*>& rows) {
+  constexpr ElemType KV = ElemType::i8;
+  const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
+  const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * ns + ns;
+  const int64_t len = p.ends[b] - p.starts[b];
+  const float qs1_16 = fp16_to_float(float_to_fp16_rne(p.qs1));
+  scratch.resize(static_cast<size_t>(ng * blk));
+  rows.resize(static_cast<size_t>(ng * kTile));
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    float* p8 = scratch.data() + gi * blk;
+    uint8_t* live = reinterpret_cast<uint8_t*>(p8 + g * ns);
+    for (int64_t t = 0; t < ns; ++t) live[t] = 0;
+    for (int64_t j = 0; j < g; ++j) {
+      const int64_t h = its[gi].g * g + j;
+      const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
+      const float* sh = sh_rows + sh_base[b] + h * len + (c0 - p.starts[b]);
+      const float m = row_max[b * p.heads_q + h];
+      double l = 0.0;
+      for (int64_t t = 0; t < n; ++t) {
+        float q8 = 0.0f;
+        if (!(mrow && mrow[c0 + t]) && m != -INFINITY) {
+          const float eh = fp16_to_float(float_to_fp16_rne(exp_poly(sh[t] - m)));
+          l += eh;  // multiples of 2^-24 below 1: the double sum is exact
+          q8 = std::nearbyint(fp16_to_float(float_to_fp16_rne(eh * qs1_16)));
+          q8 = std::isnan(q8) ? 0.0f : std::min(127.0f, std::max(-128.0f, q8));
+          live[t] = 1;
+        }
+        p8[j * ns + t] = q8;
+      }
+      for (int64_t t = n; t < ns; ++t) p8[j * ns + t] = 0.0f;
+      l_parts[gi * g + j] = l;
+    }
+    for (int64_t i = 0; i < g * d; ++i) outs[gi].acc[i] = 0.0f;
+  }
+  auto p8_of = [&](int64_t gi) { return scratch.data() + gi * blk; };
+  auto live_of = [&](int64_t gi) { return reinterpret_cast<const uint8_t*>(p8_of(gi) + g * ns); };
+  unit_pv<KV>(p, its, ng, outs, ns, p8_of, live_of, rows.data());
+}

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 
 from . import validation as V
+from .kernels.masks import canonical_compressed_mask
 
 INF_TOKENS = 2147483647
 FWD = "flash_attn_varlen_func"
@@ -110,18 +111,6 @@ def check_alibi(op, alibi_slopes, n_heads, batch, device):
     if alibi_slopes.device != device:
         raise V.value_error(op, "alibi_slopes", f"the device of q ({device})", alibi_slopes.device)
     return alibi_slopes
-
-
-def cu_list(op, name, cu):
-    """Host values of a cumulative length array with a leading 0 (tensor, list or tuple)."""
-    if isinstance(cu, torch.Tensor) and (cu.dim() != 1 or cu.dtype.is_floating_point or cu.dtype == torch.bool):
-        raise V.type_error(op, name, "a 1-D integer tensor (batch_size + 1,)",
-                           f"{V.dtype_name(cu.dtype)} tensor of shape {V.quote(tuple(cu.shape))}")
-    values = V.int_list(op, name, cu)
-    if len(values) < 2 or values[0] != 0 or any(a > b for a, b in zip(values, values[1:])):
-        raise V.value_error(op, name, "cumulative lengths (batch_size + 1,) starting at 0, non-decreasing "
-                            "(e.g. [0, 2, 5])", V.quote(values))
-    return values
 
 
 def _check_max(op, name, limit, lengths):
@@ -288,7 +277,7 @@ def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, 
             ms = list(members.values())
             kw = dict(sparse_mode=sparse)
             if sparse:
-                kw.update(atten_mask=_cached_mask(device), pre_tokens=pre, next_tokens=nxt)
+                kw.update(atten_mask=canonical_compressed_mask(4, device), pre_tokens=pre, next_tokens=nxt)
             if alibi_slopes is not None:
                 slopes = alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[[m[0] for m in ms]]
                 kw.update(pse=slopes.contiguous(), pse_type=2, q_start_idx=[offset], kv_start_idx=[0])
@@ -308,17 +297,6 @@ def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, 
             k_rows = _ranges([r for m in ms for r in m[3]], device, total_k)
             out.append(BlockCall(q_rows, k_rows, seq_q, seq_k, kw))
     return out
-
-
-_MASKS: dict = {}
-
-
-def _cached_mask(device):
-    key = str(device)
-    if key not in _MASKS:
-        from .testing.samples import compressed_mask
-        _MASKS[key] = compressed_mask(4).to(device)  # 3 and 4 share the 2048x2048 upper triangle
-    return _MASKS[key]
 
 
 def _pairs(seq_q, seq_k):
@@ -468,8 +446,8 @@ def _varlen(op, names, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     _check_same(op, names, q, k, v)
     _check_scalars(op, dropout_p, softmax_scale, softcap)
     window_pair(op, window_size, causal)
-    cu_q = cu_list(op, "cu_seqlens_q", cu_seqlens_q)
-    cu_k = cu_list(op, "cu_seqlens_k", cu_seqlens_k)
+    cu_q = V.cu_seqlens_list(op, "cu_seqlens_q", cu_seqlens_q)
+    cu_k = V.cu_seqlens_list(op, "cu_seqlens_k", cu_seqlens_k)
     if len(cu_q) != len(cu_k):
         raise V.value_error(op, "cu_seqlens_k", f"batch_size + 1 = {len(cu_q)} entries like cu_seqlens_q",
                             f"{len(cu_k)} entries")

@@ -55,6 +55,7 @@ import torch
 import torch.distributed as dist
 
 from . import flash_attn_interface as FA
+from . import validation as V
 
 __all__ = ["ring_flash_attn_varlen_func", "zigzag_ring_flash_attn_varlen_func", "ring_flash_attn_func",
            "zigzag_ring_flash_attn_func", "ring_flash_attn_varlen_qkvpacked_func",
@@ -68,59 +69,27 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _KV_TAG, _DKV_TAG = 101, 102
 
 
-def _value_error(arg, supported, got, op=OP):
-    return ValueError(f"{op}: {arg} only supports {supported}, but got {got}")
-
-
-def _type_error(arg, supported, got, op=OP):
-    return TypeError(f"{op}: {arg} only supports {supported}, but got {got}")
-
-
-def _cu_list(cu_seqlens, arg="cu_seqlens", op=OP) -> list[int]:
-    """Host list of a cumulative length array with a leading 0 (list, tuple or 1-D int tensor)."""
-    if isinstance(cu_seqlens, torch.Tensor):
-        if cu_seqlens.dim() != 1 or cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype in (
-                torch.bool, torch.complex64, torch.complex128):
-            raise _type_error(arg, "a 1-D integer tensor, list or tuple", f"{cu_seqlens.dtype} "
-                              f"tensor of shape {tuple(cu_seqlens.shape)}", op)
-        values = [int(x) for x in cu_seqlens.tolist()]
-    elif isinstance(cu_seqlens, (list, tuple)):
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in cu_seqlens):
-            raise _type_error(arg, "a 1-D integer tensor, list or tuple", repr(cu_seqlens), op)
-        values = [int(x) for x in cu_seqlens]
-    else:
-        raise _type_error(arg, "a 1-D integer tensor, list or tuple", type(cu_seqlens).__name__, op)
-    if len(values) < 2 or values[0] != 0 or any(b < a for a, b in zip(values, values[1:])):
-        raise _value_error(arg, "a non-decreasing cumulative array with a leading 0 and at least one sequence",
-                           values, op)
-    return values
-
-
-def _lengths(cu: Sequence[int]) -> list[int]:
-    return [b - a for a, b in zip(cu, cu[1:])]
-
-
 # ----------------------------------------------------------------------------- zigzag split
 
 def _split_lengths(op, cu_seqlens, world, pieces, rank=None, x=None, dim=0):
     """Global lengths of a shard helper's ``cu_seqlens`` after its checks: ``rank``/``world``
     valid, every length divisible by ``pieces`` and (with ``x``) the rows present."""
-    cu = _cu_list(cu_seqlens, op=op)
+    cu = V.cu_seqlens_list(op, "cu_seqlens", cu_seqlens)
     if not (isinstance(world, int) and world >= 1 and (rank is None or isinstance(rank, int) and 0 <= rank < world)):
-        raise _value_error("rank/world", "0 <= rank < world", (rank, world), op)
-    lens = _lengths(cu)
+        raise V.value_error(op, "rank/world", "0 <= rank < world", (rank, world))
+    lens = V.lengths_of(cu)
     if any(L % pieces for L in lens):
         name = "world" if pieces == world else "2 * world"
-        raise _value_error("cu_seqlens", f"sequence lengths divisible by {name} = {pieces}", lens, op)
+        raise V.value_error(op, "cu_seqlens", f"sequence lengths divisible by {name} = {pieces}", lens)
     if x is not None and cu[-1] > x.shape[dim]:
-        raise _value_error("cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1], op)
+        raise V.value_error(op, "cu_seqlens", f"a total length <= x.shape[{dim}] = {x.shape[dim]}", cu[-1])
     return cu, lens
 
 
 def _shard_count(op, shards, world):
     world = len(shards) if world is None else world
     if len(shards) != world or world < 1:
-        raise _value_error("shards", f"one shard per rank ({world})", len(shards), op)
+        raise V.value_error(op, "shards", f"one shard per rank ({world})", len(shards))
     return world
 
 
@@ -157,7 +126,7 @@ def zigzag_unshard(shards: Sequence[torch.Tensor], cu_seqlens, world: int | None
     local_total = sum(L // world for L in lens)
     for s in shards:
         if s.shape[dim] != local_total:
-            raise _value_error("shards", f"{local_total} rows along dim {dim}", s.shape[dim], op)
+            raise V.value_error(op, "shards", f"{local_total} rows along dim {dim}", s.shape[dim])
     pieces = []
     off = 0  # offset of the current sequence inside every shard
     for L in lens:
@@ -208,7 +177,7 @@ class _Ring:
         elif group is None:
             self.rank, self.world = 0, 1  # no process group: plain single-process attention
         else:
-            raise _value_error("group", "a process group of an initialized torch.distributed", group)
+            raise V.value_error(OP, "group", "a process group of an initialized torch.distributed", group)
         if self.world > 1:
             self.next = self._global((self.rank + 1) % self.world)
             self.prev = self._global((self.rank - 1) % self.world)
@@ -233,8 +202,8 @@ class _Ring:
         dist.all_gather(ns, n, group=self.group)
         counts = [int(x.item()) for x in ns]
         if len(set(counts)) != 1:
-            raise _value_error(arg, "the same number of sequences on every rank",
-                               f"{[c - 1 for c in counts]} sequences per rank", op)
+            raise V.value_error(op, arg, "the same number of sequences on every rank",
+                                f"{[c - 1 for c in counts]} sequences per rank")
         t = torch.tensor(cu, dtype=torch.int64, device=device)
         ts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(ts, t, group=self.group)
@@ -456,29 +425,30 @@ class _RingFlashAttnVarlen(torch.autograd.Function):
 def _check_tensors(op, names, q, k, v, rank, form):
     for key, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
-            raise _type_error(names[key], f"a torch.Tensor {form}", type(t).__name__, op)
+            raise V.type_error(op, names[key], f"a torch.Tensor {form}", type(t).__name__)
         if t.dtype not in _FLOAT_DTYPES:
-            raise _type_error(names[key], "dtype float16, bfloat16 or float32", t.dtype, op)
+            raise V.type_error(op, names[key], "dtype float16, bfloat16 or float32", t.dtype)
         if t.dim() != rank:
-            raise _value_error(names[key], f"{rank}-D tensors {form}", tuple(t.shape), op)
+            raise V.value_error(op, names[key], f"{rank}-D tensors {form}", tuple(t.shape))
     for key, t in (("k", k), ("v", v)):
         if t.dtype != q.dtype:
-            raise _type_error(names[key], f"the dtype of {names['q']} ({q.dtype})", t.dtype, op)
+            raise V.type_error(op, names[key], f"the dtype of {names['q']} ({q.dtype})", t.dtype)
         if t.device != q.device:
-            raise _value_error(names[key], f"the device of {names['q']} ({q.device})", t.device, op)
+            raise V.value_error(op, names[key], f"the device of {names['q']} ({q.device})", t.device)
     if k.shape[-1] != q.shape[-1]:
-        raise _value_error(names["k"], f"the head_dim of {names['q']} ({q.shape[-1]})", k.shape[-1], op)
+        raise V.value_error(op, names["k"], f"the head_dim of {names['q']} ({q.shape[-1]})", k.shape[-1])
     if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2]:
-        raise _value_error(names["k"], f"a head count dividing the {names['q']} heads ({q.shape[-2]})", k.shape[-2], op)
+        raise V.value_error(op, names["k"], f"a head count dividing the {names['q']} heads ({q.shape[-2]})",
+                            k.shape[-2])
     if k.shape != v.shape:
-        raise _value_error(names["v"], f"the shape of {names['k']} {tuple(k.shape)}", tuple(v.shape), op)
+        raise V.value_error(op, names["v"], f"the shape of {names['k']} {tuple(k.shape)}", tuple(v.shape))
 
 
 def _check_options(op, dropout_p, softmax_scale, window_size, causal):
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
-        raise _value_error("dropout_p", "a float in [0, 1)", dropout_p, op)
+        raise V.value_error(op, "dropout_p", "a float in [0, 1)", dropout_p)
     if softmax_scale is not None and (isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float))):
-        raise _type_error("softmax_scale", "None or a float", type(softmax_scale).__name__, op)
+        raise V.type_error(op, "softmax_scale", "None or a float", type(softmax_scale).__name__)
     return FA.window_pair(op, window_size, bool(causal))
 
 
@@ -491,11 +461,11 @@ def _run(op, layout, q, k, v, cu, lengths_arg, dropout_p, softmax_scale, causal,
     all_cu = ring.all_cu(cu, q.device, op, lengths_arg)
     if layout == "zigzag" and ring.world > 1:
         if any(c != cu for c in all_cu):
-            raise _value_error(lengths_arg, "the same local lengths on every rank (zigzag shards: chunks r and "
-                               "2*world-1-r of every sequence)", [_lengths(c) for c in all_cu], op)
-        if any(L % 2 for L in _lengths(cu)):
-            raise _value_error(lengths_arg, "even local sequence lengths (zigzag shards: two equal chunks per "
-                               "sequence, global lengths divisible by 2 * world)", _lengths(cu), op)
+            raise V.value_error(op, lengths_arg, "the same local lengths on every rank (zigzag shards: chunks r and "
+                                "2*world-1-r of every sequence)", [V.lengths_of(c) for c in all_cu])
+        if any(L % 2 for L in V.lengths_of(cu)):
+            raise V.value_error(op, lengths_arg, "even local sequence lengths (zigzag shards: two equal chunks per "
+                                "sequence, global lengths divisible by 2 * world)", V.lengths_of(cu))
     dropout = (ring.seed(q.device), 1.0 - float(dropout_p)) if dropout_p > 0 else None
     plan = _Plan(q, all_cu, layout, ring, window, alibi, dropout)
     return _RingFlashAttnVarlen.apply(q.contiguous(), k.contiguous(), v.contiguous(), plan, scale, ring)
@@ -504,17 +474,17 @@ def _run(op, layout, q, k, v, cu, lengths_arg, dropout_p, softmax_scale, causal,
 def _varlen(op, layout, names, q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, causal, window_size,
             alibi_slopes, return_attn_probs, group):
     _check_tensors(op, names, q, k, v, 3, "(total_local, nheads, headdim)")
-    cu = _cu_list(cu_seqlens, "cu_seqlens", op)
+    cu = V.cu_seqlens_list(op, "cu_seqlens", cu_seqlens)
     if cu[-1] > q.shape[0] or cu[-1] > k.shape[0]:
-        raise _value_error("cu_seqlens", f"a total length <= the rows of {names['q']} ({q.shape[0]}) and "
-                           f"{names['k']} ({k.shape[0]})", cu[-1], op)
-    longest = max(_lengths(cu))
+        raise V.value_error(op, "cu_seqlens", f"a total length <= the rows of {names['q']} ({q.shape[0]}) and "
+                            f"{names['k']} ({k.shape[0]})", cu[-1])
+    longest = max(V.lengths_of(cu))
     try:
         max_len = None if isinstance(max_seqlen, bool) else operator.index(max_seqlen)
     except TypeError:
         max_len = None
     if max_len is None or max_len < longest:
-        raise _value_error("max_seqlen", f"an int >= the longest local sequence ({longest})", max_seqlen, op)
+        raise V.value_error(op, "max_seqlen", f"an int >= the longest local sequence ({longest})", max_seqlen)
     out, lse = _run(op, layout, q, k, v, cu, "cu_seqlens", dropout_p, softmax_scale, causal, window_size,
                     alibi_slopes, group)
     return (out, lse, None) if return_attn_probs else out
@@ -526,7 +496,7 @@ def _batched(op, layout, q, k, v, dropout_p, softmax_scale, causal, window_size,
     _check_tensors(op, names, q, k, v, 4, "(batch_size, seqlen_local, nheads, headdim)")
     batch, s, n, d = q.shape
     if k.shape[:2] != q.shape[:2]:
-        raise _value_error("k", f"(batch_size, seqlen_local) of q {tuple(q.shape[:2])}", tuple(k.shape[:2]), op)
+        raise V.value_error(op, "k", f"(batch_size, seqlen_local) of q {tuple(q.shape[:2])}", tuple(k.shape[:2]))
     cu = [i * s for i in range(batch + 1)]
     out, lse = _run(op, layout, q.reshape(batch * s, n, d), k.reshape(batch * s, *k.shape[2:]),
                     v.reshape(batch * s, *v.shape[2:]), cu, "q", dropout_p, softmax_scale, causal, window_size,
@@ -585,8 +555,8 @@ def zigzag_ring_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, caus
 
 def _unpack(op, name, packed, count, form):
     if not isinstance(packed, torch.Tensor) or packed.dim() != 4 or packed.shape[1] != count:
-        raise _value_error(name, f"4-D tensors {form}",
-                           tuple(packed.shape) if isinstance(packed, torch.Tensor) else type(packed).__name__, op)
+        raise V.value_error(op, name, f"4-D tensors {form}",
+                            tuple(packed.shape) if isinstance(packed, torch.Tensor) else type(packed).__name__)
     return packed.unbind(1)
 
 

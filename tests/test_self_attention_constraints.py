@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_map_only
 
 import ascend_attn
-from ascend_attn import validation_self_attention as SV
+from ascend_attn.validation import self_attention as SV
 from ascend_attn.testing.sa_samples import FEATURE_NAMES, sa_case
 from frontends import arg, both, kw, tensors_in
 from test_self_attention import check_case

@@ -16,8 +16,6 @@ from zero; bf16: nearest even).
 """
 from __future__ import annotations
 
-import functools
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -443,40 +441,3 @@ def flash_attention_backward(query, key, value, dy, softmax_max, softmax_sum, at
         dk[seq.ok: seq.ok + seq.s2] = round_to(torch.cat(dk_acc, -1).permute(2, 0, 1), dtype)
         dv[seq.ok: seq.ok + seq.s2] = round_to(torch.cat(dv_acc, -1).permute(2, 0, 1), dtype)
     return dq, dk, dv
-
-
-# ----------------------------------------------------------------------------- compressed masks
-
-@functools.lru_cache(maxsize=4)
-def _canonical_compressed_mask(rows: int, device: torch.device) -> torch.Tensor:
-    """C2048 or C3072 (semantics.md §4), built once per device: building it costs more than a
-    small attention call. Read-only: never modify the result."""
-    upper = torch.ones(2048, 2048, dtype=torch.bool, device=device).triu(1)
-    return upper if rows == 2048 else torch.cat(
-        [upper, torch.cat([torch.zeros(1024, 1024, dtype=torch.bool, device=device),
-                           torch.ones(1024, 1024, dtype=torch.bool, device=device)], dim=1)])
-
-
-def check_compressed_mask(atten_mask: torch.Tensor, sparse_mode: int, op: str) -> None:
-    """The CPU fallback verifies compressed mask content (catches inverted polarity, §4 [P])."""
-    from ..validation import value_error
-    ref, version = _verified_masks.get(id(atten_mask), (None, None))
-    if ref is not None and ref() is atten_mask and version == atten_mask._version:
-        return  # this very tensor, unmodified since it passed (a model reuses one mask every call)
-    rows, cols = atten_mask.shape
-    want = _canonical_compressed_mask(rows, atten_mask.device)
-    # Byte-wise as int64 words (7x faster than comparing bools): bool and uint8 canonical masks hold
-    # the same 0/1 bytes, so this also rejects uint8 values other than 0 and 1.
-    as_words = lambda t: t.contiguous().view(torch.uint8).view(torch.int64)
-    if not torch.equal(as_words(atten_mask), as_words(want)):
-        form = "triu(ones(2048, 2048), 1)" if rows == 2048 else "[triu(ones(2048,2048),1); [zeros(1024,1024) | ones(1024,1024)]]"
-        raise value_error(op, "atten_mask", f"the canonical compressed mask {form} (1 = masked) for sparse_mode "
-                          f"{sparse_mode}", "other content")
-    if len(_verified_masks) > 16:
-        _verified_masks.clear()
-    _verified_masks[id(atten_mask)] = (weakref.ref(atten_mask), atten_mask._version)
-
-
-# Compressed masks whose content passed: id -> (weak reference, version counter at the check);
-# the reference tells a reused id from the same tensor, in-place writes bump the version.
-_verified_masks: dict[int, tuple] = {}

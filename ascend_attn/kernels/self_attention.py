@@ -17,13 +17,13 @@ of P before ``P @ V``. ``q_scale`` is FA's ``scale_value`` (it multiplies q).
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 
 from .. import validation as V
-from .. import validation_self_attention as SV
+from ..validation import self_attention as SV
 from .flash_attention import flash_attention_forward
+from .masks import canonical_compressed_mask
 
 OP = SV.OP
 
@@ -216,12 +216,6 @@ class _SequenceHook:
 
 # ----------------------------------------------------------------------------- the op
 
-@functools.lru_cache(maxsize=4)
-def _causal_mask(device: str) -> torch.Tensor:
-    """FA's compressed right-down causal mask (sparse_mode 3)."""
-    return torch.ones(2048, 2048, dtype=torch.bool, device=device).triu(1)
-
-
 def _chunks(batches, plan):
     """Groups of batches within the FA core's limits (sequences per call, tokens per call)."""
     group, tq, tk = [], 0, 0
@@ -283,7 +277,7 @@ def self_attention(plan: SV.SAPlan, query, key=None, value=None, cache_k=(), cac
         hooks = _Hooks(plan, group, cdtype, device, mask=attention_mask, log_n=log_n, qk_descale=qk_descale,
                        vpv_descale=vpv_descale, p_scale=p_scale)
         o, _, _ = flash_attention_forward(q, k, v, fa_plan, pse=pse,
-                                          atten_mask=_causal_mask(str(device)) if causal else None, hooks=hooks)
+                                          atten_mask=canonical_compressed_mask(3, device) if causal else None, hooks=hooks)
         row = 0
         for b in group:
             _store(plan, out, b, o[row: row + plan.seq_q[b]])

@@ -139,7 +139,7 @@ def check_mask_content(op: str, plan, atten_mask) -> None:
     ``atten_mask``: torch or MindSpore tensor (read back to the host only when compressed).
     """
     if atten_mask is not None and plan is not None and plan.mask_form == "compressed":
-        from ..kernels.flash_attention import check_compressed_mask
+        from ..kernels.masks import check_compressed_mask
         check_compressed_mask(host_torch(atten_mask), plan.sparse_mode, op)
 
 

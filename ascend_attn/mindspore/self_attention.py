@@ -15,7 +15,7 @@ caches (the inputs are left as they are); otherwise (PA_ENCODER, kv-bypass) it r
 
 Backend: an ``ops.Custom`` pyfunc around the torch core ``kernels/self_attention.py`` (the ``_op`` skeleton),
 PyNative and GRAPH_MODE, on every device target (on Ascend, SelfAttention is ATB's, not the ascend_attn
-kernel package's). Validation is ``validation_self_attention``'s, at three points: ``__call__`` (from
+kernel package's). Validation is ``validation.self_attention``'s, at three points: ``__call__`` (from
 Python: everything, including host list values and the mask values the kernel checks), the infer functions
 (GRAPH_MODE compile: shapes and dtypes, with plausible stand-ins for the host values) and the pyfunc (run
 time: everything again; MindSpore swallows pyfunc errors in PyNative, hence the ``__call__`` check).
@@ -34,7 +34,7 @@ from mindspore import ops
 
 from .. import backends
 from .. import validation as V
-from .. import validation_self_attention as SV
+from ..validation import self_attention as SV
 from ._bridge import bf16_names, custom_inputs, host_torch, int64_tensor, is_bf16, present_names
 from ._op import (OpKey, Primitive, PyfuncOp, absent_placeholder, list_splits, per_attribute_set,
                   split_metas)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 FEATURE_NAMES = ("dynamic_batch", "split", "high_precision", "clamp", "compressed", "bypass", "logn", "quant", "bnsd",
-                 "tensor_list")  # the order of validation_self_attention.FEATURES
+                 "tensor_list")  # the order of validation.self_attention.FEATURES
 
 
 def alibi_slopes(heads: int):
@@ -170,7 +170,7 @@ def reference_inputs(args, kwargs):
     """The same call as float64 numpy for ``testing.sa_reference.self_attention`` (enums as ints)."""
     import torch
 
-    from ..validation_self_attention import enum_value
+    from ..validation.self_attention import enum_value
 
     def conv(x):
         if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):

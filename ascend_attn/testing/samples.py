@@ -59,13 +59,9 @@ def rau_torch_sample_inputs(device: str = "cpu"):
 
 
 def compressed_mask(sparse_mode: int):
-    """The canonical compressed atten_mask of a sparse mode (1 = masked), bool."""
-    import torch
-    upper = torch.ones(2048, 2048, dtype=torch.bool).triu(1)
-    if sparse_mode == 6:
-        tail = torch.cat([torch.zeros(1024, 1024, dtype=torch.bool), torch.ones(1024, 1024, dtype=torch.bool)], dim=1)
-        return torch.cat([upper, tail])
-    return upper
+    """The canonical compressed atten_mask of a sparse mode (1 = masked), bool, a fresh CPU tensor."""
+    from ..kernels.masks import canonical_compressed_mask
+    return canonical_compressed_mask(sparse_mode).clone()
 
 
 # pre/next tokens that satisfy every mode's documented constraints for the lengths used below.

@@ -8,6 +8,7 @@ import torch
 
 from .. import validation as V
 from ..kernels import flash_attention as kernel
+from ..kernels.masks import check_compressed_mask
 from .op_args import OpArgs, host_lengths, lengths_tensor
 
 _COMMON_ARGS = (
@@ -45,8 +46,8 @@ def _checked_plan(args: OpArgs, a: dict) -> V.FlashPlan:
     """The CPU fallback's validation: the shared checks, then the compressed mask's content."""
     plan = check(args, a, known=True)
     if a["atten_mask"] is not None and plan.mask_form == "compressed":
-        kernel.check_compressed_mask(a["atten_mask"], plan.sparse_mode,
-                                     V.FA_GRAD_OP if args is GRAD else V.FA_FWD_OP)
+        check_compressed_mask(a["atten_mask"], plan.sparse_mode,
+                              V.FA_GRAD_OP if args is GRAD else V.FA_FWD_OP)
     return plan
 
 

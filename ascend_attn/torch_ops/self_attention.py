@@ -4,7 +4,7 @@ Flow: ``ascend_attn.self_attention`` (public: ATB enum names -> ints, host lengt
 cache tensor -> a one-element list) -> ``torch.ops.ascend_attn.self_attention`` (one schema; ``cache_k`` /
 ``cache_v`` are mutable tensor lists: the KV-cache flows write the new rows in place) -> the
 device-generic kernel ``kernels/self_attention.py`` on every device, the fake kernel under FakeTensor /
-torch.compile. Both run ``validation_self_attention.check_self_attention`` first; the eager kernel then
+torch.compile. Both run ``validation.self_attention.check_self_attention`` first; the eager kernel then
 checks the mask's values (compressed content, 0/1 masks) before writing anything.
 
 There is no NPU slot: on Ascend, SelfAttention is provided by the ATB library
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import validation as V
-from .. import validation_self_attention as SV
+from ..validation import self_attention as SV
 from ..kernels import self_attention as kernel
 from .op_args import OpArgs, lengths_tensor
 

@@ -1,5 +1,5 @@
 // ATen side of the FlashAttention CPU kernels: turns the op arguments (already validated by the
-// Python plan, ascend_attn/validation.py) into the framework-neutral fa::Plan and keeps the
+// Python plan, ascend_attn/validation/flash_attention.py) into the framework-neutral fa::Plan and keeps the
 // float32 copies it points to alive.
 #pragma once
 

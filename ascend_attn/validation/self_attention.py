@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .validation import (TensorMeta, lengths_known, check_dtype, check_rank, check_same_device, check_same_dtype,
+from .common import (TensorMeta, lengths_known, check_dtype, check_rank, check_same_device, check_same_dtype,
                          check_same_shape, quote, type_error, value_error)
 
 OP = "self_attention"

@@ -41,7 +41,7 @@ def fa_float_dtypes() -> tuple[str, ...]:
     return FLOAT_DTYPES + (("float64",) if _float64_allowed else ())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FlashPlan:
     """Validated FA arguments, as the kernels need them (docs/semantics.md §2-§6).
 
@@ -215,10 +215,13 @@ def check_flash_attention(
                               "(a causal mask, or sparse_mode 0 with next_tokens <= 1023)",
                               f"sparse_mode {sparse_mode}, next_tokens {next_tokens}, "
                               f"{'no mask' if mask_form is None else 'a mask'}")
-    return FlashPlan(seq_q, seq_kv, n1, n2, d, sparse_mode, int(pre_tokens), int(next_tokens), mask_form,
-                     pse_form, pse_type, q_start, kv_start, float(scale_value), float(keep_prob),
-                     drop_mask is not None, tuple(prefix_list) if prefix_list is not None else None,
-                     "TND" if softmax_layout == "same_as_input" else "NTD")
+    return FlashPlan(
+        seq_q=seq_q, seq_kv=seq_kv, heads_q=n1, heads_kv=n2, head_dim=d, sparse_mode=sparse_mode,
+        pre_tokens=int(pre_tokens), next_tokens=int(next_tokens), mask_form=mask_form,
+        pse_form=pse_form, pse_type=pse_type, q_start=q_start, kv_start=kv_start,
+        scale=float(scale_value), keep_prob=float(keep_prob), dropout=drop_mask is not None,
+        prefix=tuple(prefix_list) if prefix_list is not None else None,
+        softmax_layout="TND" if softmax_layout == "same_as_input" else "NTD")
 
 
 def _fa_check_mask(op, atten_mask, mode, seq_q, seq_kv, t1, t2, pre, nxt, prefix, batch):

@@ -19,7 +19,7 @@ FA_SCORE_UNIFORM_SPARSE_MODES = (0, 1, 2, 3, 4, 6)
 _FA_SCORE_FORMS = {"BSH": "[B, S, H]", "SBH": "[S, B, H]", "BSND": "[B, S, N, D]", "BNSD": "[B, N, S, D]"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FaLayoutPlan:
     """How a uniform-batch (non-TND) ``flash_attention_score`` call maps onto the TND op.
 
@@ -93,10 +93,11 @@ def check_fa_score_layout(op: str, layout: str, head_num: Any, q_shape: tuple, k
     bk, s2, n2, dk = _fa_score_dims(op, layout, "key", k_shape, None, d if rank == 3 else None)
     if bk != b:
         raise value_error(op, "key", f"the batch size of query B = {b}", f"B = {bk}")
-    return FaLayoutPlan(b, s1, s2, n1, n2, d, dk,
-                        fa_score_mask_form(op, layout, mask_shape, b, s1, s2, mask_arg),
-                        fa_score_pse_form(op, layout, pse_shape, b, n1, s1, s2, pse_arg),
-                        tuple(s1 * (i + 1) for i in range(b)), tuple(s2 * (i + 1) for i in range(b)))
+    return FaLayoutPlan(
+        batch=b, s1=s1, s2=s2, n1=n1, n2=n2, d=d, dk=dk,
+        mask_form=fa_score_mask_form(op, layout, mask_shape, b, s1, s2, mask_arg),
+        pse_form=fa_score_pse_form(op, layout, pse_shape, b, n1, s1, s2, pse_arg),
+        seq_q=tuple(s1 * (i + 1) for i in range(b)), seq_kv=tuple(s2 * (i + 1) for i in range(b)))
 
 
 def fa_score_mask_form(op: str, layout: str, shape: tuple | None, b: int, s1: int, s2: int,

@@ -18,7 +18,7 @@ RAU_HEAD_DIM_ALIGN = 64
 MS_RAU_UB_BYTES = 192 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RingUpdatePlan:
     """What the kernels need once the inputs are known to be valid.
 
@@ -108,7 +108,8 @@ def check_ring_attention_update(
         stats_layout = "TND" if input_softmax_layout == "TND" else "NTD"
         if stats_layout == "NTD" and lengths_known(actual_seq_qlen):
             offsets = tuple(check_rau_seq_qlen(actual_seq_qlen, t, op=op, layout_arg=layout_arg))
-        return RingUpdatePlan("TND", stats_layout, n, d, offsets)
+        return RingUpdatePlan(
+            layout="TND", stats_layout=stats_layout, num_heads=n, head_dim=d, seq_offsets=offsets)
 
     s, b, h = shape
     if (sshape[0], sshape[2]) != (b, s):
@@ -117,7 +118,7 @@ def check_ring_attention_update(
     n = sshape[1]
     if n == 0 or h % n:
         raise value_error(op, "prev_attn_out", f"H divisible by N = {n} (N from prev_softmax_max)", f"H = {h}")
-    return RingUpdatePlan("SBH", "BNS", n, h // n, None)
+    return RingUpdatePlan(layout="SBH", stats_layout="BNS", num_heads=n, head_dim=h // n, seq_offsets=None)
 
 
 def check_rau_seq_qlen(values: list[int], total: int, *, op: str = RAU_OP,

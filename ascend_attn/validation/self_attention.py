@@ -158,7 +158,7 @@ NORM_COMPRESS_SHAPE = (128, 128)
 ALIBI_COMPRESS_SHAPE = (256, 256)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SAPlan:
     """Validated SelfAttention arguments, as the kernel needs them.
 
@@ -534,10 +534,15 @@ def check_self_attention(
     if not values_known:
         return None
     binary = hp or compute == "bfloat16"
-    return SAPlan(flow, calc_type, kernel_type, (float(clamp_min), float(clamp_max)) if clamp_type else None,
-                  mask_type, mask_form, binary, bypass, logn, quant_type, input_layout, batch, head_num, heads_kv, dim,
-                  q_rows, seq_q, seq_kv, q_offsets, active, layer, cache_form, has_layer, float(qk_scale),
-                  float(q_scale), compute, out_dtype, not hp and compute == "float16", features)
+    return SAPlan(
+        flow=flow, calc_type=calc_type, kernel_type=kernel_type,
+        clamp=(float(clamp_min), float(clamp_max)) if clamp_type else None, mask_type=mask_type,
+        mask_form=mask_form, binary_mask=binary, bypass=bypass, logn=logn, quant_type=quant_type,
+        layout=input_layout, batch=batch, heads_q=head_num, heads_kv=heads_kv, head_dim=dim,
+        q_rows=q_rows, seq_q=seq_q, seq_kv=seq_kv, q_offsets=q_offsets, active=active, layer=layer,
+        cache_form=cache_form, cache_has_layer=has_layer, qk_scale=float(qk_scale),
+        q_scale=float(q_scale), compute_dtype=compute, out_dtype=out_dtype,
+        round_scores=not hp and compute == "float16", features=features)
 
 
 def _list_form(caches: list, brs: bool) -> bool:

@@ -333,3 +333,20 @@ def test_flash_attn_qkvpacked_training_compiles_once():
         got.backward()
         assert torch.equal(got, want) and torch.equal(comp_in.grad, eager_in.grad)
     assert counter.frame_count == 1
+
+
+def test_flash_attn_varlen_errors_read_the_same_compiled():
+    """Value checks of cu_seqlens run in the real kernel: the compiled call raises eager's message."""
+    def attend(q, k, v, cu):
+        return ascend_attn.flash_attn_varlen_func(q, k, v, cu, cu, VL_MAX, VL_MAX)
+
+    compiled = torch.compile(attend, backend=CompileCounter(), fullgraph=True)
+    q, k, v = varlen_inputs(10)
+    for bad, arg in (([0, 4, 3, 9], "cu_seqlens_q"), ([0, 4, 9, VL_BATCH * VL_MAX + 1], "cu_seqlens_q"),
+                     ([0, 1, 2, 2 + VL_MAX + 1], "max_seqlen_q")):
+        cu = torch.tensor(bad, dtype=torch.int32)
+        with pytest.raises(ValueError, match=f"^flash_attn_varlen_func: {arg} only supports") as eager:
+            attend(q, k, v, cu)
+        with pytest.raises(ValueError) as comp:
+            compiled(q, k, v, cu)
+        assert str(comp.value) == str(eager.value)

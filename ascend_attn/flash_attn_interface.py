@@ -236,12 +236,15 @@ def _ranges(starts_lengths, device, total):
     return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long, device=device)
 
 
-def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, dropout=None, device=None):
+def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, dropout=None, device=None,
+                drop_masks=None):
     """FA op calls computing every (query segment, key segment) pair of ``pairs``.
 
     ``window`` = (left, right) in positions (-1 = unbounded; causal = right 0): key position p_k
     is kept for query position p_q iff ``-left <= p_k - p_q <= right``. ``alibi_slopes`` ``[N]`` or
-    ``[B, N]`` adds ``-slope * |p_k - p_q|``. ``dropout`` = (seed, keep_prob) or None. Each pair is
+    ``[B, N]`` adds ``-slope * |p_k - p_q|``. ``dropout`` = (seed, keep_prob) or None;
+    ``drop_masks``: the calls' packed keep bits of an earlier plan of the same arguments, concatenated
+    (taken instead of hashing them again). Each pair is
     trimmed to the rows that see a key (empty pairs vanish); a query row occurs at most once per
     call. Returns a list of :class:`BlockCall`.
     """
@@ -294,10 +297,15 @@ def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, 
                 kw.update(pse=slopes.contiguous(), pse_type=2, q_start_idx=[offset], kv_start_idx=[0])
             if dropout is not None:
                 seed, keep_prob = dropout
-                bits = [dropout_keep(seed, m[0], n_heads, torch.arange(m[4], m[4] + m[2], device=device),
-                                     torch.arange(m[5], m[5] + m[3][0][1], device=device), keep_prob).reshape(-1)
-                        for m in ms]
-                kw.update(drop_mask=_pack_bits(torch.cat(bits)), keep_prob=keep_prob)
+                if drop_masks is None:
+                    bits = [dropout_keep(seed, m[0], n_heads, torch.arange(m[4], m[4] + m[2], device=device),
+                                         torch.arange(m[5], m[5] + m[3][0][1], device=device), keep_prob).reshape(-1)
+                            for m in ms]
+                    mask = _pack_bits(torch.cat(bits))
+                else:
+                    size = -(-n_heads * sum(m[2] * m[3][0][1] for m in ms) // 8)
+                    mask, drop_masks = drop_masks[:size], drop_masks[size:]
+                kw.update(drop_mask=mask, keep_prob=keep_prob)
             seq_q, seq_k, tq, tk = [], [], 0, 0
             for m in ms:
                 tq += m[2]
@@ -423,10 +431,11 @@ def _dropout(dropout_p, seed):
     return (int(seed), 1.0 - float(dropout_p)) if dropout_p > 0 else None
 
 
-def _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout):
+def _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout, drop_masks=None):
     """The FA op calls of packed sequences (one (query, key) segment pair per sequence)."""
     return plan_blocks(_pairs(seq_q, seq_k), n_heads=q.shape[1], total_q=q.shape[0], total_k=k.shape[0],
-                       window=window, alibi_slopes=alibi_slopes, dropout=dropout, device=q.device)
+                       window=window, alibi_slopes=alibi_slopes, dropout=dropout, device=q.device,
+                       drop_masks=drop_masks)
 
 
 def _attention(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, window_size, softcap,
@@ -436,7 +445,8 @@ def _attention(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, w
 
     Returns ``(out [Tq, N, D], lse [Tq, N] natural log, S_dmask or None, stats)``: ``stats`` the op
     calls' ``(softmax_max, softmax_sum)`` ``[Tq, N, 8]`` (each query row is in at most one call; rows in
-    none hold zeros), what :func:`_attention_backward` needs; None on the softcap path.
+    none hold zeros) and their packed dropout keep bits (uint8, concatenated; empty without dropout),
+    what :func:`_attention_backward` needs; None on the softcap path.
     """
     window = window_pair(op, window_size, causal)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
@@ -450,7 +460,8 @@ def _attention(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, w
         lse = torch.full((q.shape[0], q.shape[1]), -math.inf, dtype=torch.float32, device=q.device)
         mx = torch.zeros((q.shape[0], q.shape[1], 8), dtype=torch.float32, device=q.device)
         sm = torch.zeros_like(mx)
-        for call in _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout):
+        calls = _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout)
+        for call in calls:
             o, smax, ssum = call.forward(q, k, v, scale)
             call_lse = smax[..., 0] + torch.log(ssum[..., 0])
             if call.q_rows is None:
@@ -458,7 +469,8 @@ def _attention(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, w
             else:
                 out, lse, mx, sm = (x.index_copy(0, call.q_rows, y)
                                     for x, y in ((out, o), (lse, call_lse), (mx, smax), (sm, ssum)))
-        stats = (mx, sm)
+        masks = [c.kwargs["drop_mask"] for c in calls if "drop_mask" in c.kwargs]
+        stats = (mx, sm, torch.cat(masks) if masks else torch.zeros(0, dtype=torch.uint8, device=q.device))
     s_dmask = None
     if return_probs and dropout is not None:
         s_dmask = _s_dmask(q.detach(), k.detach(), seq_q, seq_k, max_q, max_k, scale=scale,
@@ -498,9 +510,10 @@ class _AutogradInKernel:
             g.__exit__(*exc)
 
 
-def _attention_backward(dout, q, k, v, out, mx, sm, seq_q, seq_k, *, scale, window, softcap, alibi_slopes, dropout):
+def _attention_backward(dout, q, k, v, out, stats, seq_q, seq_k, *, scale, window, softcap, alibi_slopes, dropout):
     """(dq, dk, dv) of :func:`_attention` (lse not differentiated): the same block plan, each call's FA
-    grad op given the saved statistics; the softcap path differentiates its recomputation."""
+    grad op given the saved ``stats`` (statistics and keep bits); the softcap path differentiates its
+    recomputation."""
     if softcap > 0:
         with _AutogradInKernel():
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
@@ -508,8 +521,9 @@ def _attention_backward(dout, q, k, v, out, mx, sm, seq_q, seq_k, *, scale, wind
                                     alibi_slopes=alibi_slopes, dropout=dropout)
             return torch.autograd.grad(o, leaves, dout, allow_unused=True, materialize_grads=True)
     dq, dk, dv = (torch.zeros(t.shape, dtype=torch.float32, device=t.device) for t in (q, k, v))
-    add_block_grads(_block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout), q, k, v, dout, out, mx, sm,
-                    scale, dq, dk, dv)
+    mx, sm, drop_masks = stats
+    calls = _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout, drop_masks if dropout else None)
+    add_block_grads(calls, q, k, v, dout, out, mx, sm, scale, dq, dk, dv)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
@@ -583,7 +597,7 @@ def _varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
     alibi = check_alibi(op, alibi_slopes, q.shape[1], cu[0].shape[0] - 1, q.device)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
     seed = torch.randint(0, 2 ** 62, (1,)) if dropout_p > 0 else None  # the draws of draw_seed()
-    out, lse, _, _, s_dmask = flash_attn_varlen_forward_op(
+    out, lse, _, _, _, s_dmask = flash_attn_varlen_forward_op(
         q, k, v, cu[0], cu[1], max_seqlen_q, max_seqlen_k, float(dropout_p), scale, left, right, float(softcap),
         alibi, seed, block_table, bool(return_attn_probs), op)
     if return_attn_probs:
@@ -970,10 +984,10 @@ VARLEN_FWD = OpArgs("flash_attn_varlen_forward", (
     "(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, SymInt max_seqlen_q, "
     "SymInt max_seqlen_k, float dropout_p, float softmax_scale, int window_left, int window_right, float softcap, "
     "Tensor? alibi_slopes, Tensor? seed, Tensor? block_table, bool return_probs, str caller) "
-    "-> (Tensor out, Tensor softmax_lse, Tensor softmax_max, Tensor softmax_sum, Tensor s_dmask)"),
+    "-> (Tensor out, Tensor softmax_lse, Tensor softmax_max, Tensor softmax_sum, Tensor drop_mask, Tensor s_dmask)"),
     lengths=("cu_seqlens_q", "cu_seqlens_k"))
 VARLEN_BWD = OpArgs("flash_attn_varlen_backward", (
-    "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor softmax_max, Tensor softmax_sum, "
+    "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor softmax_max, Tensor softmax_sum, Tensor drop_mask, "
     "Tensor cu_seqlens_q, Tensor cu_seqlens_k, float dropout_p, float softmax_scale, int window_left, "
     "int window_right, float softcap, Tensor? alibi_slopes, Tensor? seed, Tensor? block_table, str caller) "
     "-> (Tensor dq, Tensor dk, Tensor dv)"), lengths=("cu_seqlens_q", "cu_seqlens_k"))
@@ -988,8 +1002,10 @@ def _varlen_forward_kernel(a: dict):
         a["caller"], q, k, v, seq_q, seq_k, dropout_p=a["dropout_p"], softmax_scale=a["softmax_scale"], causal=False,
         window_size=(a["window_left"], a["window_right"]), softcap=a["softcap"], alibi_slopes=a["alibi_slopes"],
         seed=a["seed"], return_probs=a["return_probs"], max_q=a["max_seqlen_q"], max_k=a["max_seqlen_k"])
-    mx, sm = stats if stats is not None else (q.new_empty((0,), dtype=torch.float32) for _ in range(2))
-    return out, lse, mx, sm, s_dmask if s_dmask is not None else q.new_empty((0,))
+    if stats is None:
+        stats = (q.new_empty((0,), dtype=torch.float32), q.new_empty((0,), dtype=torch.float32),
+                 q.new_empty((0,), dtype=torch.uint8))
+    return (out, lse) + tuple(stats) + (s_dmask if s_dmask is not None else q.new_empty((0,)),)
 
 
 def _varlen_forward_fake(a: dict):
@@ -998,16 +1014,19 @@ def _varlen_forward_fake(a: dict):
     rup = lambda x: -(-x // S_DMASK_ROUND) * S_DMASK_ROUND  # noqa: E731
     s_dmask = ((a["cu_seqlens_q"].shape[0] - 1, q.shape[1], rup(a["max_seqlen_q"]), rup(a["max_seqlen_k"]))
                if a["return_probs"] and a["dropout_p"] > 0 else (0,))
+    # the keep bits of the planned calls: a size only the lengths' values give
+    drop_bytes = torch.library.get_ctx().new_dynamic_size() if a["dropout_p"] > 0 and a["softcap"] <= 0 else 0
     f32 = torch.float32
     return (q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=f32), q.new_empty(stats, dtype=f32),
-            q.new_empty(stats, dtype=f32), q.new_empty(s_dmask))
+            q.new_empty(stats, dtype=f32), q.new_empty((drop_bytes,), dtype=torch.uint8), q.new_empty(s_dmask))
 
 
 def _varlen_backward_kernel(a: dict):
     seq_q, seq_k, rows = _host_lengths(a)
     k, v = _gather_pages(a["k"], a["v"], rows)
     dq, dk, dv = _attention_backward(
-        a["dout"].contiguous(), a["q"], k, v, a["out"], a["softmax_max"], a["softmax_sum"], seq_q, seq_k,
+        a["dout"].contiguous(), a["q"], k, v, a["out"], (a["softmax_max"], a["softmax_sum"], a["drop_mask"]), seq_q,
+        seq_k,
         scale=a["softmax_scale"], window=(a["window_left"], a["window_right"]), softcap=a["softcap"],
         alibi_slopes=a["alibi_slopes"], dropout=_dropout(a["dropout_p"], a["seed"]))
     if rows is not None:  # back onto the pages
@@ -1032,17 +1051,18 @@ _VARLEN_PLAIN = tuple(n for n in VARLEN_BWD.names if n in VARLEN_FWD.names and n
 
 def _varlen_setup_context(ctx, inputs, output):
     a = VARLEN_FWD.bind(inputs, {})
-    out, lse, mx, sm, s_dmask = output
-    ctx.mark_non_differentiable(lse, mx, sm, s_dmask)  # statistics and probabilities, as in flash-attn
-    ctx.save_for_backward(out, mx, sm, *(a[n] for n in _VARLEN_SAVED))
+    out, lse, mx, sm, drop_mask, s_dmask = output
+    ctx.mark_non_differentiable(lse, mx, sm, drop_mask, s_dmask)  # statistics and probabilities, as in flash-attn
+    ctx.save_for_backward(out, mx, sm, drop_mask, *(a[n] for n in _VARLEN_SAVED))
     ctx.plain = {n: a[n] for n in _VARLEN_PLAIN}
 
 
 def _varlen_backward(ctx, dout, *_):
-    out, mx, sm, *saved = ctx.saved_tensors
+    out, mx, sm, drop_mask, *saved = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
-    a = dict(zip(_VARLEN_SAVED, saved), **ctx.plain, dout=dout, out=out, softmax_max=mx, softmax_sum=sm)
+    a = dict(zip(_VARLEN_SAVED, saved), **ctx.plain, dout=dout, out=out, softmax_max=mx, softmax_sum=sm,
+             drop_mask=drop_mask)
     dq, dk, dv = flash_attn_varlen_backward_op(*VARLEN_BWD.ordered(a))
     return (dq, dk, dv) + (None,) * (len(VARLEN_FWD.names) - 3)
 

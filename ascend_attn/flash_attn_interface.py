@@ -591,14 +591,16 @@ def _varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
     if cu[0].shape[0] != cu[1].shape[0]:
         raise V.value_error(op, names["cu_k"], f"batch_size + 1 = {cu[0].shape[0]} entries like {names['cu_q']}",
                             f"{cu[1].shape[0]} entries")
+    limits = []
     for name, limit in ((names["max_q"], max_seqlen_q), (names["max_k"], max_seqlen_k)):
         if isinstance(limit, bool) or not V._is_integer(limit):
             raise V.type_error(op, name, "an int", type(limit).__name__)
+        limits.append(limit if isinstance(limit, torch.SymInt) else int(limit))  # numpy ints too
     alibi = check_alibi(op, alibi_slopes, q.shape[1], cu[0].shape[0] - 1, q.device)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
     seed = torch.randint(0, 2 ** 62, (1,)) if dropout_p > 0 else None  # the draws of draw_seed()
     out, lse, _, _, _, s_dmask = flash_attn_varlen_forward_op(
-        q, k, v, cu[0], cu[1], max_seqlen_q, max_seqlen_k, float(dropout_p), scale, left, right, float(softcap),
+        q, k, v, cu[0], cu[1], *limits, float(dropout_p), scale, left, right, float(softcap),
         alibi, seed, block_table, bool(return_attn_probs), op)
     if return_attn_probs:
         return out, lse.transpose(0, 1).contiguous(), s_dmask if dropout_p > 0 else None

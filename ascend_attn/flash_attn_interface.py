@@ -17,6 +17,12 @@ Dropout keep bits are a hash of ``(seed, sequence, head, query index, key index)
 (:func:`dropout_keep`), so the ring layer and ``return_attn_probs`` see the same bits as the op
 call; the seed is drawn from torch's default generator (``torch.manual_seed`` reproduces a run).
 
+The varlen core (every function here but ``flash_attn_with_kvcache``) is the op pair
+``ascend_attn::flash_attn_varlen_forward`` / ``flash_attn_varlen_backward`` (bottom of this module):
+the planning above runs in their real kernels on host lengths, so under torch.compile ``cu_seqlens``
+are data (README, torch.compile); the public functions check what needs no length values and draw
+the dropout seed.
+
 ``softcap`` (``score = softcap * tanh(score / softcap)`` before masking and ALiBi) has no FA-op
 form: it runs as float32 torch code per sequence in query chunks of :data:`SOFTCAP_CHUNK` rows,
 recomputed in the backward (``torch.utils.checkpoint``): O(chunk * S_k * N) memory, about 2-3x the

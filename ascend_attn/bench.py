@@ -37,17 +37,30 @@ import os
 import platform
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import time
-import zlib
 
 from . import native
 
 GROUPS = ("FA forward", "FA fwd+bwd", "IFA decode", "RAU", "Memory growth")
 MiB = 1 << 20
 MAX_ROUNDS = 15
+# A set whose timed runs spread more than this (interquartile range, or max - min below 4 runs, over
+# the median) is reported as unstable: a target it would miss reads UNSTABLE, not MISS.
+UNSTABLE_SPREAD = 0.25
+
+
+def run_spread(times: list[float]) -> float | None:
+    """Relative spread of timed runs: interquartile range (max - min below 4 runs) over the median."""
+    if len(times) < 2:
+        return None
+    if len(times) >= 4:
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+        width = q3 - q1
+    else:
+        width = max(times) - min(times)
+    return width / statistics.median(times)
 
 # ----------------------------------------------------------------------------- configurations
 # FA sets, run in this order: (pass, lens, dtypes, baselines[, (heads, head_dim)]). Baselines left
@@ -172,18 +185,15 @@ class Bench:
         self.mode, self.cfg = mode, CONFIGS[mode]
         self.rows: list[dict] = []
         self.notes: list[str] = []
-        self.stream = stream
-        self.total, self.done = max(1, progress_total), 0
+        from tqdm import tqdm
+        self.bar = tqdm(total=max(1, progress_total), desc="bench", unit="set", file=stream)
         self.rate: dict[str, float] = {}  # seconds per unit of work of one round, per group (last set)
         self.t0 = time.perf_counter()
 
     def progress(self, what: str) -> None:
-        self.done += 1
-        width = 30
-        filled = width * min(self.done, self.total) // self.total
-        self.stream.write(f"bench [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                          f"{time.perf_counter() - self.t0:6.1f}s {what}\n")
-        self.stream.flush()
+        """One comparison set done (``what``: its group | case)."""
+        self.bar.set_postfix_str(what, refresh=False)
+        self.bar.update(1)
 
     def measure(self, group: str, case: str, cands: dict, budget: Budget, extra: dict | None = None,
                 work: float | None = None) -> dict:
@@ -221,16 +231,19 @@ class Bench:
         out = {}
         for name, r in results.items():
             med = statistics.median(r["times"])
-            note = "" if rounds >= repeats else f"only {rounds} run(s): time budget"
-            self._row(group, case, name, med, rounds, r["peak"], note, extra)
+            spread = run_spread(r["times"])
+            notes = [] if rounds >= repeats else [f"only {rounds} run(s): time budget"]
+            if spread is not None and spread > UNSTABLE_SPREAD:
+                notes.append(f"unstable: spread {spread:.0%}")
+            self._row(group, case, name, med, rounds, r["peak"], "; ".join(notes), extra, spread)
             out[name] = med
         if work:  # from the timed rounds: the warm-up carries one-off costs
             self.rate[group] = sum(out.values()) / work
         self.progress(f"{group} | {case}")
         return out
 
-    def _row(self, group, case, impl, seconds, runs, peak, note, extra):
-        row = {"group": group, "case": case, "impl": impl, "time_s": seconds, "runs": runs,
+    def _row(self, group, case, impl, seconds, runs, peak, note, extra, spread=None):
+        row = {"group": group, "case": case, "impl": impl, "time_s": seconds, "runs": runs, "spread": spread,
                "peak_extra_mib": None if peak is None else peak / MiB, "note": note}
         if extra:
             row.update(extra)
@@ -642,95 +655,29 @@ def _write_memory(points, cfg, out_dir):
     with open(os.path.join(out_dir, "memory_growth.json"), "w") as fh:
         json.dump({"heads": cfg["heads"], "head_dim": cfg["head_dim"], "points": points}, fh, indent=2)
     if points:
-        write_line_png(os.path.join(out_dir, "memory_growth.png"),
-                       [p["tokens"] for p in points], [p["peak_extra_bytes"] / MiB for p in points])
+        why = write_line_png(os.path.join(out_dir, "memory_growth.png"),
+                             [p["tokens"] for p in points], [p["peak_extra_bytes"] / MiB for p in points])
+        if why:
+            print(why, file=sys.stderr)
 
 
-# ----------------------------------------------------------------------------- PNG (zlib + struct)
-
-_FONT = {  # 3x5 glyphs, rows top to bottom, 3 bits each
-    "0": (7, 5, 5, 5, 7), "1": (2, 6, 2, 2, 7), "2": (7, 1, 7, 4, 7), "3": (7, 1, 7, 1, 7), "4": (5, 5, 7, 1, 1),
-    "5": (7, 4, 7, 1, 7), "6": (7, 4, 7, 5, 7), "7": (7, 1, 1, 1, 1), "8": (7, 5, 7, 5, 7), "9": (7, 5, 7, 1, 7),
-    "k": (4, 5, 6, 5, 5), "M": (5, 7, 7, 5, 5), "i": (2, 0, 2, 2, 2), "B": (6, 5, 6, 5, 6), ".": (0, 0, 0, 0, 2),
-    " ": (0, 0, 0, 0, 0), "T": (7, 2, 2, 2, 2), "o": (0, 7, 5, 5, 7), "e": (7, 5, 7, 4, 7), "n": (0, 6, 5, 5, 5),
-    "s": (0, 7, 6, 1, 7), "m": (0, 7, 7, 5, 5), "p": (0, 7, 5, 7, 4), "a": (0, 6, 3, 5, 7), "x": (0, 5, 2, 2, 5),
-    "t": (2, 7, 2, 2, 3), "r": (0, 6, 5, 4, 4), "/": (1, 1, 2, 4, 4), "-": (0, 0, 7, 0, 0), "+": (0, 2, 7, 2, 0),
-    "F": (7, 4, 6, 4, 4), "A": (2, 5, 7, 5, 5), "w": (0, 5, 5, 7, 7), "d": (1, 1, 7, 5, 7), "b": (4, 4, 7, 5, 7),
-    "c": (0, 7, 4, 4, 7), "u": (0, 5, 5, 5, 7), "l": (6, 2, 2, 2, 7), "f": (3, 4, 6, 4, 4), "v": (0, 5, 5, 5, 2),
-    "(": (1, 2, 2, 2, 1), ")": (4, 2, 2, 2, 4), "D": (6, 5, 5, 5, 6), "N": (7, 5, 5, 5, 5), "=": (0, 7, 0, 7, 0),
-    ",": (0, 0, 0, 2, 4), "3": (7, 1, 7, 1, 7), "h": (4, 4, 7, 5, 5), "g": (7, 5, 7, 1, 6), "y": (5, 5, 7, 1, 7),
-}
-
-
-def write_line_png(path, xs, ys, width=640, height=420, title="FA fwd+bwd peak extra MiB vs tokens (causal fp32)"):
-    """A line chart (markers at the points, linear axes from 0) as an RGB PNG."""
-    img = [[255] * (width * 3) for _ in range(height)]
-
-    def px(x, y, c):
-        if 0 <= x < width and 0 <= y < height:
-            img[y][3 * x: 3 * x + 3] = c
-
-    def line(x0, y0, x1, y1, c, thick=1):
-        dx, dy = abs(x1 - x0), -abs(y1 - y0)
-        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
-        err = dx + dy
-        while True:
-            for ox in range(thick):
-                for oy in range(thick):
-                    px(x0 + ox, y0 + oy, c)
-            if x0 == x1 and y0 == y1:
-                break
-            e2 = 2 * err
-            if e2 >= dy:
-                err += dy
-                x0 += sx
-            if e2 <= dx:
-                err += dx
-                y0 += sy
-
-    def text(x, y, s, c=(0, 0, 0), scale=2):
-        for ch in s:
-            glyph = _FONT.get(ch, _FONT[" "])
-            for r, bits in enumerate(glyph):
-                for col in range(3):
-                    if bits >> (2 - col) & 1:
-                        for a in range(scale):
-                            for b in range(scale):
-                                px(x + col * scale + a, y + r * scale + b, c)
-            x += 4 * scale
-
-    left, right, top, bottom = 80, 30, 40, 50
-    x_max = max(xs) * 1.05 or 1
-    y_max = max(max(ys) * 1.1, 1e-9)
-    to_px = lambda x, y: (left + round((width - left - right) * x / x_max),
-                          height - bottom - round((height - top - bottom) * y / y_max))
-    grey, black, blue = (200, 200, 200), (0, 0, 0), (30, 90, 200)
-    for i in range(6):  # grid and ticks
-        gx = left + (width - left - right) * i // 5
-        gy = height - bottom - (height - top - bottom) * i // 5
-        line(gx, top, gx, height - bottom, grey)
-        line(left, gy, width - right, gy, grey)
-        text(gx - 12, height - bottom + 8, _k(round(x_max * i / 5)))
-        text(8, gy - 5, f"{y_max * i / 5:.0f}")
-    line(left, top, left, height - bottom, black, 2)
-    line(left, height - bottom, width - right, height - bottom, black, 2)
-    pts = [to_px(x, y) for x, y in zip(xs, ys)]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-        line(x0, y0, x1, y1, blue, 2)
-    for x, y in pts:
-        for ox in range(-3, 4):
-            for oy in range(-3, 4):
-                px(x + ox, y + oy, blue)
-    text(left, 12, title)
-    text(width - right - 60, height - 18, "tokens")
-    raw = b"".join(b"\x00" + bytes(row) for row in img)
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    with open(path, "wb") as fh:
-        fh.write(png)
+def write_line_png(path, xs, ys, title="FA fwd+bwd peak extra MiB vs tokens (causal fp32)") -> str | None:
+    """The memory-growth line chart with matplotlib (the optional ``bench`` extra); None when written,
+    else why not."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install 'ascend_attn[bench]')"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(xs, ys, marker="o")
+    ax.set(title=title, xlabel="tokens", ylabel="peak extra MiB", xlim=(0, max(xs) * 1.05), ylim=(0, max(ys) * 1.1))
+    ax.grid(True, alpha=0.4)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None
 
 
 # ----------------------------------------------------------------------------- targets and report
@@ -760,6 +707,11 @@ def evaluate_targets(rows, mem_points, mode):
         ra, rb = t.get((group, case, a)), t.get((group, case, b))
         return None if ra is None or rb is None else ra["time_s"] / rb["time_s"]
 
+    unstable = set()  # case labels (``case`` and ``group case``) with a set whose runs spread too much
+    for r in rows:
+        if r.get("spread") is not None and r["spread"] > UNSTABLE_SPREAD:
+            unstable.update((r["case"], f"{r['group']} {r['case']}"))
+
     def worst(name, limit, values, higher_is_better=False, unit="x"):
         vals = [(v, c) for v, c in values if v is not None]
         if not vals:
@@ -769,7 +721,10 @@ def evaluate_targets(rows, mem_points, mode):
         ok = v >= limit if higher_is_better else v <= limit
         by = "" if ok else (f"short by {limit / v:.2f}x" if higher_is_better else f"over by {v / limit:.2f}x")
         all_vals = ", ".join(f"{x:.2f}" for x, _ in vals)
-        out.append((name, f"worst {v:.2f}{unit} ({c}); all: {all_vals}", "PASS" if ok else "MISS", by))
+        result = "PASS" if ok else "UNSTABLE" if c in unstable else "MISS"
+        if result == "UNSTABLE":
+            by += "; its runs spread too much to judge: rerun on a quiet machine"
+        out.append((name, f"worst {v:.2f}{unit} ({c}); all: {all_vals}", result, by))
 
     for dtype in ("float32", "bfloat16", "float16"):
         vals = [(ratio(g, c, "ours", "sdpa_loop"), c) for (g, c), r in cases.items()
@@ -834,25 +789,32 @@ def render(rows, targets, mem_points, meta) -> str:
              f"{meta['machine']}, {meta['load_end']:.1f} at the end; torch {meta['torch']}, "
              f"{meta['threads']} threads; {meta['when']}; wall {meta['wall_s']:.0f}s.", "",
              f"`ours` on CPU: {meta.get('cpu_path', 'n/a')}.", "",
-             "Times: median of the timed runs after one warm-up, candidates interleaved. `ours ÷ this`: our "
-             "time over this row's time (< 1: ours faster). Peak extra MiB: resident high-water mark of the "
-             "warm-up run over the resident size before it.", ""]
+             "Times: median of the timed runs after one warm-up, candidates interleaved; spread: interquartile "
+             f"range over the median (max - min below 4 runs), above {UNSTABLE_SPREAD:.0%} the set is unstable "
+             "and a target it misses reads UNSTABLE. `ours ÷ this`: our time over this row's time (< 1: ours "
+             "faster). Peak extra MiB: resident high-water mark of the warm-up run over the resident size "
+             "before it.", ""]
     for group in GROUPS:
-        lines += [f"## {group}", "", "| case | impl | median ms | runs | peak extra MiB | ours ÷ this | note |",
-                  "|---|---|---:|---:|---:|---:|---|"]
-        for r in rows:
-            if r["group"] != group:
-                continue
+        group_rows = [r for r in rows if r["group"] == group]
+        if not group_rows:  # a group this run did not measure (--only) gets no table
+            continue
+        lines += [f"## {group}", "", "| case | impl | median ms | runs | spread | peak extra MiB | ours ÷ this | note |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        for r in group_rows:
             ours = t.get((group, r["case"], "ours"))
             ms = "-" if r["time_s"] is None else f"{r['time_s'] * 1e3:.1f}"
+            spread = "-" if r.get("spread") is None else f"{r['spread']:.0%}"
             peak = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.1f}"
             rat = "-" if (r["time_s"] is None or ours is None or r["impl"] == "ours") else \
                 f"{ours['time_s'] / r['time_s']:.2f}x"
-            lines.append(f"| {r['case']} | {r['impl']} | {ms} | {r['runs']} | {peak} | {rat} | {r['note']} |")
+            lines.append(f"| {r['case']} | {r['impl']} | {ms} | {r['runs']} | {spread} | {peak} | {rat} | {r['note']} |")
         lines.append("")
+    measured = [x for x in targets if x[1] != "not measured"]
     lines += ["## Targets", "", "| target | measured | result | miss by |", "|---|---|---|---|"]
-    for name, measured, res, by in targets:
-        lines.append(f"| {name} | {measured} | {res} | {by} |")
+    for name, value, res, by in measured:
+        lines.append(f"| {name} | {value} | {res} | {by} |")
+    if len(measured) < len(targets):
+        lines += ["", f"{len(targets) - len(measured)} target(s) not measured in this run (their groups did not run)."]
     return "\n".join(lines) + "\n"
 
 
@@ -919,6 +881,7 @@ def run_bench(mode: str = "full", out_dir: str = "bench_results", groups=None, s
     mem_points = run_memory(bench, out_dir) if "Memory growth" in groups else []
     meta["wall_s"] = time.perf_counter() - bench.t0
     meta["load_end"] = os.getloadavg()[0]
+    bench.bar.close()
     targets = evaluate_targets(bench.rows, mem_points, mode)
     text = render(bench.rows, targets, mem_points, meta)
     with open(os.path.join(out_dir, "results.md"), "w") as fh:

@@ -17,6 +17,12 @@ Dropout keep bits are a hash of ``(seed, sequence, head, query index, key index)
 (:func:`dropout_keep`), so the ring layer and ``return_attn_probs`` see the same bits as the op
 call; the seed is drawn from torch's default generator (``torch.manual_seed`` reproduces a run).
 
+The varlen core (every function here but ``flash_attn_with_kvcache``) is the op pair
+``ascend_attn::flash_attn_varlen_forward`` / ``flash_attn_varlen_backward`` (bottom of this module):
+the planning above runs in their real kernels on host lengths, so under torch.compile ``cu_seqlens``
+are data (README, torch.compile); the public functions check what needs no length values and draw
+the dropout seed.
+
 ``softcap`` (``score = softcap * tanh(score / softcap)`` before masking and ALiBi) has no FA-op
 form: it runs as float32 torch code per sequence in query chunks of :data:`SOFTCAP_CHUNK` rows,
 recomputed in the backward (``torch.utils.checkpoint``): O(chunk * S_k * N) memory, about 2-3x the
@@ -225,12 +231,15 @@ def _ranges(starts_lengths, device, total):
     return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long, device=device)
 
 
-def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, dropout=None, device=None):
+def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, dropout=None, device=None,
+                drop_masks=None):
     """FA op calls computing every (query segment, key segment) pair of ``pairs``.
 
     ``window`` = (left, right) in positions (-1 = unbounded; causal = right 0): key position p_k
     is kept for query position p_q iff ``-left <= p_k - p_q <= right``. ``alibi_slopes`` ``[N]`` or
-    ``[B, N]`` adds ``-slope * |p_k - p_q|``. ``dropout`` = (seed, keep_prob) or None. Each pair is
+    ``[B, N]`` adds ``-slope * |p_k - p_q|``. ``dropout`` = (seed, keep_prob) or None;
+    ``drop_masks``: the calls' packed keep bits of an earlier plan of the same arguments, concatenated
+    (taken instead of hashing them again). Each pair is
     trimmed to the rows that see a key (empty pairs vanish); a query row occurs at most once per
     call. Returns a list of :class:`BlockCall`.
     """
@@ -283,10 +292,15 @@ def plan_blocks(pairs, *, n_heads, total_q, total_k, window, alibi_slopes=None, 
                 kw.update(pse=slopes.contiguous(), pse_type=2, q_start_idx=[offset], kv_start_idx=[0])
             if dropout is not None:
                 seed, keep_prob = dropout
-                bits = [dropout_keep(seed, m[0], n_heads, torch.arange(m[4], m[4] + m[2], device=device),
-                                     torch.arange(m[5], m[5] + m[3][0][1], device=device), keep_prob).reshape(-1)
-                        for m in ms]
-                kw.update(drop_mask=_pack_bits(torch.cat(bits)), keep_prob=keep_prob)
+                if drop_masks is None:
+                    bits = [dropout_keep(seed, m[0], n_heads, torch.arange(m[4], m[4] + m[2], device=device),
+                                         torch.arange(m[5], m[5] + m[3][0][1], device=device), keep_prob).reshape(-1)
+                            for m in ms]
+                    mask = _pack_bits(torch.cat(bits))
+                else:
+                    size = -(-n_heads * sum(m[2] * m[3][0][1] for m in ms) // 8)
+                    mask, drop_masks = drop_masks[:size], drop_masks[size:]
+                kw.update(drop_mask=mask, keep_prob=keep_prob)
             seq_q, seq_k, tq, tk = [], [], 0, 0
             for m in ms:
                 tq += m[2]
@@ -394,48 +408,154 @@ def _s_dmask(q, k, seq_q, seq_k, max_q, max_k, *, scale, softcap, window, alibi_
     return out
 
 
-# ----------------------------------------------------------------------------- core
+# ----------------------------------------------------------------------------- core (host lengths)
+
+def _dropout(dropout_p, seed):
+    """(seed, keep_prob) of the keep bits, or None without dropout; ``seed`` an int or a 1-element tensor."""
+    return (int(seed), 1.0 - float(dropout_p)) if dropout_p > 0 else None
+
+
+def _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout, drop_masks=None):
+    """The FA op calls of packed sequences (one (query, key) segment pair per sequence)."""
+    return plan_blocks(_pairs(seq_q, seq_k), n_heads=q.shape[1], total_q=q.shape[0], total_k=k.shape[0],
+                       window=window, alibi_slopes=alibi_slopes, dropout=dropout, device=q.device,
+                       drop_masks=drop_masks)
+
 
 def _attention(op, q, k, v, seq_q, seq_k, *, dropout_p, softmax_scale, causal, window_size, softcap,
-               alibi_slopes, return_probs=False, max_q=0, max_k=0):
-    """TND attention of packed sequences (inputs already checked).
+               alibi_slopes, seed=None, return_probs=False, max_q=0, max_k=0):
+    """TND attention of packed sequences on host lengths (inputs already checked). ``seed``: the dropout
+    seed (drawn here when None).
 
-    Returns ``(out [Tq, N, D], lse [Tq, N] natural log, S_dmask or None)``.
+    Returns ``(out [Tq, N, D], lse [Tq, N] natural log, S_dmask or None, stats)``: ``stats`` the op
+    calls' ``(softmax_max, softmax_sum)`` ``[Tq, N, 8]`` (each query row is in at most one call; rows in
+    none hold zeros) and their packed dropout keep bits (uint8, concatenated; empty without dropout),
+    what :func:`_attention_backward` needs; None on the softcap path.
     """
     window = window_pair(op, window_size, causal)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
-    dropout = (draw_seed(), 1.0 - float(dropout_p)) if dropout_p > 0 else None
+    dropout = _dropout(dropout_p, draw_seed() if seed is None and dropout_p > 0 else seed)
+    stats = None
     if softcap > 0:
         out, lse = _dense_attention(q, k, v, seq_q, seq_k, scale=scale, softcap=float(softcap), window=window,
                                     alibi_slopes=alibi_slopes, dropout=dropout)
     else:
-        calls = plan_blocks(_pairs(seq_q, seq_k), n_heads=q.shape[1], total_q=q.shape[0], total_k=k.shape[0],
-                            window=window, alibi_slopes=alibi_slopes, dropout=dropout, device=q.device)
         out = q.new_zeros(q.shape)
         lse = torch.full((q.shape[0], q.shape[1]), -math.inf, dtype=torch.float32, device=q.device)
+        mx = torch.zeros((q.shape[0], q.shape[1], 8), dtype=torch.float32, device=q.device)
+        sm = torch.zeros_like(mx)
+        calls = _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout)
         for call in calls:
             o, smax, ssum = call.forward(q, k, v, scale)
             call_lse = smax[..., 0] + torch.log(ssum[..., 0])
             if call.q_rows is None:
-                out, lse = o, call_lse
+                out, lse, mx, sm = o, call_lse, smax, ssum
             else:
-                out = out.index_copy(0, call.q_rows, o)
-                lse = lse.index_copy(0, call.q_rows, call_lse)
+                out, lse, mx, sm = (x.index_copy(0, call.q_rows, y)
+                                    for x, y in ((out, o), (lse, call_lse), (mx, smax), (sm, ssum)))
+        masks = [c.kwargs["drop_mask"] for c in calls if "drop_mask" in c.kwargs]
+        stats = (mx, sm, torch.cat(masks) if masks else torch.zeros(0, dtype=torch.uint8, device=q.device))
     s_dmask = None
     if return_probs and dropout is not None:
         s_dmask = _s_dmask(q.detach(), k.detach(), seq_q, seq_k, max_q, max_k, scale=scale,
                            softcap=max(float(softcap), 0.0), window=window, alibi_slopes=alibi_slopes,
                            dropout=dropout)
-    return out, lse, s_dmask
+    return out, lse, s_dmask, stats
 
 
-_QKV = dict(q="q", k="k", v="v")
+def add_block_grads(calls, q, k, v, dout, out, mx, sm, scale, dq, dk, dv):
+    """Add each :class:`BlockCall`'s (dq, dk, dv) to the float32 accumulators ``dq`` / ``dk`` / ``dv``
+    (shapes of q / k / v) at the call's rows; ``mx`` / ``sm`` the final statistics of the query rows."""
+    for call in calls:
+        grads = call.backward(q, k, v, dout, out, mx, sm, scale)
+        for acc, g, rows in zip((dq, dk, dv), grads, (call.q_rows, call.k_rows, call.k_rows)):
+            if rows is None:
+                acc += g
+            else:
+                acc.index_add_(0, rows, g.to(acc.dtype))
 
 
-def _varlen(op, names, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
+class _AutogradInKernel:
+    """Custom-op kernels run below the autograd dispatch keys; the softcap backward differentiates its
+    recomputation, so inside this block those keys are dispatched again (and grad mode is on)."""
+
+    def __enter__(self):
+        C = torch._C
+        exclude = C._dispatch_tls_local_exclude_set()
+        for key in (C.DispatchKey.AutogradFunctionality, C.DispatchKey.AutogradOther,
+                    C.DispatchKey.AutogradNestedTensor, C.DispatchKey.ADInplaceOrView):
+            exclude = exclude.remove(key)
+        self._guards = (C._ForceDispatchKeyGuard(C._dispatch_tls_local_include_set(), exclude), torch.enable_grad())
+        for g in self._guards:
+            g.__enter__()
+
+    def __exit__(self, *exc):
+        for g in reversed(self._guards):
+            g.__exit__(*exc)
+
+
+def _attention_backward(dout, q, k, v, out, stats, seq_q, seq_k, *, scale, window, softcap, alibi_slopes, dropout):
+    """(dq, dk, dv) of :func:`_attention` (lse not differentiated): the same block plan, each call's FA
+    grad op given the saved ``stats`` (statistics and keep bits); the softcap path differentiates its
+    recomputation."""
+    if softcap > 0:
+        with _AutogradInKernel():
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            o, _ = _dense_attention(*leaves, seq_q, seq_k, scale=scale, softcap=softcap, window=window,
+                                    alibi_slopes=alibi_slopes, dropout=dropout)
+            return torch.autograd.grad(o, leaves, dout, allow_unused=True, materialize_grads=True)
+    dq, dk, dv = (torch.zeros(t.shape, dtype=torch.float32, device=t.device) for t in (q, k, v))
+    mx, sm, drop_masks = stats
+    calls = _block_calls(q, k, seq_q, seq_k, window, alibi_slopes, dropout, drop_masks if dropout else None)
+    add_block_grads(calls, q, k, v, dout, out, mx, sm, scale, dq, dk, dv)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+# Argument names as each public function spells them (errors raised inside the ops name the caller's).
+_VARLEN_NAMES = dict(q="q", k="k", v="v", cu_q="cu_seqlens_q", cu_k="cu_seqlens_k", max_q="max_seqlen_q",
+                     max_k="max_seqlen_k")
+_CALLER_NAMES = {
+    "flash_attn_varlen_func": _VARLEN_NAMES,
+    "flash_attn_varlen_kvpacked_func": dict(_VARLEN_NAMES, k="kv", v="kv"),
+    "flash_attn_varlen_qkvpacked_func": dict(q="qkv", k="qkv", v="qkv", cu_q="cu_seqlens", cu_k="cu_seqlens",
+                                             max_q="max_seqlen", max_k="max_seqlen"),
+    "flash_attn_func": _VARLEN_NAMES,
+    "flash_attn_kvpacked_func": dict(_VARLEN_NAMES, k="kv", v="kv"),
+    "flash_attn_qkvpacked_func": dict(_VARLEN_NAMES, q="qkv", k="qkv", v="qkv"),
+}
+
+
+def _host_lengths(a: dict):
+    """The host checks of the varlen op's lengths (values known): (seq_q, seq_k, key rows of the pages or None)."""
+    op, names = a["caller"], _CALLER_NAMES[a["caller"]]
+    q, k, block_table = a["q"], a["k"], a["block_table"]
+    cu_q = V.cu_seqlens_list(op, names["cu_q"], a["cu_seqlens_q"])
+    cu_k = V.cu_seqlens_list(op, names["cu_k"], a["cu_seqlens_k"])
+    seq_q = [y - x for x, y in zip(cu_q, cu_q[1:])]
+    seq_k = [y - x for x, y in zip(cu_k, cu_k[1:])]
+    if cu_q[-1] > q.shape[0]:
+        raise V.value_error(op, names["cu_q"], f"a total length <= the {q.shape[0]} rows of {names['q']}", cu_q[-1])
+    if block_table is None and cu_k[-1] > k.shape[0]:
+        raise V.value_error(op, names["cu_k"], f"a total length <= the {k.shape[0]} rows of {names['k']}", cu_k[-1])
+    if "max_seqlen_q" in a:  # the forward op (the backward op repeats the checks it needs)
+        _check_max(op, names["max_q"], a["max_seqlen_q"], seq_q)
+        _check_max(op, names["max_k"], a["max_seqlen_k"], seq_k)
+    rows = None
+    if block_table is not None:
+        rows = _page_rows(op, block_table, k.shape[0], k.shape[1], [0] * len(seq_k), seq_k, names["cu_k"])
+    return seq_q, seq_k, rows
+
+
+def _gather_pages(k, v, rows):
+    return (k, v) if rows is None else (k.flatten(0, 1).index_select(0, rows), v.flatten(0, 1).index_select(0, rows))
+
+
+def _varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale,
             causal, window_size, softcap, alibi_slopes, return_attn_probs, block_table=None):
-    """flash_attn_varlen_func and its packed forms (``names``: how the caller spells q/k/v)."""
+    """flash_attn_varlen_func and its packed forms (``op``: the caller, whose argument names the errors use): the checks
+    that need no length values, then ``ascend_attn::flash_attn_varlen_forward``."""
     paged = block_table is not None
+    names = _CALLER_NAMES[op]
     _check_tensor(op, names["q"], q, 3, "(total_q, nheads, headdim)")
     if paged:
         _check_tensor(op, names["k"], k, 4, "(num_blocks, page_block_size, nheads_k, headdim) with block_table")
@@ -445,35 +565,37 @@ def _varlen(op, names, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
         _check_tensor(op, names["v"], v, 3, "(total_k, nheads_k, headdim)")
     _check_same(op, names, q, k, v)
     _check_scalars(op, dropout_p, softmax_scale, softcap)
-    window_pair(op, window_size, causal)
-    cu_q = V.cu_seqlens_list(op, "cu_seqlens_q", cu_seqlens_q)
-    cu_k = V.cu_seqlens_list(op, "cu_seqlens_k", cu_seqlens_k)
-    if len(cu_q) != len(cu_k):
-        raise V.value_error(op, "cu_seqlens_k", f"batch_size + 1 = {len(cu_q)} entries like cu_seqlens_q",
-                            f"{len(cu_k)} entries")
-    seq_q = [b - a for a, b in zip(cu_q, cu_q[1:])]
-    seq_k = [b - a for a, b in zip(cu_k, cu_k[1:])]
-    if cu_q[-1] > q.shape[0]:
-        raise V.value_error(op, "cu_seqlens_q", f"a total length <= the {q.shape[0]} rows of {names['q']}", cu_q[-1])
-    if not paged and cu_k[-1] > k.shape[0]:
-        raise V.value_error(op, "cu_seqlens_k", f"a total length <= the {k.shape[0]} rows of {names['k']}", cu_k[-1])
-    _check_max(op, "max_seqlen_q", max_seqlen_q, seq_q)
-    _check_max(op, "max_seqlen_k", max_seqlen_k, seq_k)
-    alibi = check_alibi(op, alibi_slopes, q.shape[1], len(seq_q), q.device)
-    if paged:  # gather the pages of each sequence into TND (§8.2, forward only)
-        rows = _page_rows(op, block_table, k.shape[0], k.shape[1], [0] * len(seq_k), seq_k, "cu_seqlens_k")
-        k, v = k.flatten(0, 1).index_select(0, rows), v.flatten(0, 1).index_select(0, rows)
-    out, lse, s_dmask = _attention(op, q, k, v, seq_q, seq_k, dropout_p=dropout_p, softmax_scale=softmax_scale,
-                                   causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi,
-                                   return_probs=return_attn_probs, max_q=max_seqlen_q, max_k=max_seqlen_k)
+    left, right = window_pair(op, window_size, causal)
+    cu = []
+    for name, x in ((names["cu_q"], cu_seqlens_q), (names["cu_k"], cu_seqlens_k)):
+        if isinstance(x, torch.Tensor) and (x.dim() != 1 or x.dtype.is_floating_point or x.dtype == torch.bool):
+            raise V.type_error(op, name, "a 1-D integer tensor (batch_size + 1,)",
+                               f"{V.dtype_name(x.dtype)} tensor of shape {V.quote(tuple(x.shape))}")
+        cu.append(lengths_tensor(op, name, x))
+    if cu[0].shape[0] != cu[1].shape[0]:
+        raise V.value_error(op, names["cu_k"], f"batch_size + 1 = {cu[0].shape[0]} entries like {names['cu_q']}",
+                            f"{cu[1].shape[0]} entries")
+    limits = []
+    for name, limit in ((names["max_q"], max_seqlen_q), (names["max_k"], max_seqlen_k)):
+        if isinstance(limit, bool) or not V._is_integer(limit):
+            raise V.type_error(op, name, "an int", type(limit).__name__)
+        limits.append(limit if isinstance(limit, torch.SymInt) else int(limit))  # numpy ints too
+    alibi = check_alibi(op, alibi_slopes, q.shape[1], cu[0].shape[0] - 1, q.device)
+    scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
+    seed = torch.randint(0, 2 ** 62, (1,)) if dropout_p > 0 else None  # the draws of draw_seed()
+    out, lse, _, _, _, s_dmask = flash_attn_varlen_forward_op(
+        q, k, v, cu[0], cu[1], *limits, float(dropout_p), scale, left, right, float(softcap),
+        alibi, seed, block_table, bool(return_attn_probs), op)
     if return_attn_probs:
-        return out, lse.transpose(0, 1).contiguous(), s_dmask
+        return out, lse.transpose(0, 1).contiguous(), s_dmask if dropout_p > 0 else None
     return out
 
 
-def _batched(op, names, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+def _batched(op, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
              return_attn_probs):
-    """flash_attn_func and its packed forms on (batch, seqlen, nheads, headdim) tensors."""
+    """flash_attn_func and its packed forms on (batch, seqlen, nheads, headdim) tensors: the varlen op on
+    equal lengths."""
+    names = _CALLER_NAMES[op]
     _check_tensor(op, names["q"], q, 4, "(batch_size, seqlen_q, nheads, headdim)")
     _check_tensor(op, names["k"], k, 4, "(batch_size, seqlen_k, nheads_k, headdim)")
     _check_tensor(op, names["v"], v, 4, "(batch_size, seqlen_k, nheads_k, headdim)")
@@ -481,19 +603,15 @@ def _batched(op, names, q, k, v, dropout_p, softmax_scale, causal, window_size, 
     batch, sq, n, d = q.shape
     if k.shape[0] != batch:
         raise V.value_error(op, names["k"], f"the batch size of {names['q']} ({batch})", k.shape[0])
-    _check_scalars(op, dropout_p, softmax_scale, softcap)
-    window_pair(op, window_size, causal)
-    alibi = check_alibi(op, alibi_slopes, n, batch, q.device)
     sk = k.shape[1]
-    out, lse, s_dmask = _attention(op, q.reshape(batch * sq, n, d), k.reshape(batch * sk, *k.shape[2:]),
-                                   v.reshape(batch * sk, *v.shape[2:]), [sq] * batch, [sk] * batch,
-                                   dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal,
-                                   window_size=window_size, softcap=softcap, alibi_slopes=alibi,
-                                   return_probs=return_attn_probs, max_q=sq, max_k=sk)
-    out = out.view(batch, sq, n, d)
+    steps = torch.arange(batch + 1, dtype=torch.int64)
+    res = _varlen(op, q.reshape(batch * sq, n, d), k.reshape(batch * sk, *k.shape[2:]),
+                  v.reshape(batch * sk, *v.shape[2:]), steps * sq, steps * sk, sq, sk, dropout_p, softmax_scale,
+                  causal, window_size, softcap, alibi_slopes, return_attn_probs)
     if return_attn_probs:
-        return out, lse.view(batch, sq, n).permute(0, 2, 1).contiguous(), s_dmask
-    return out
+        out, lse, s_dmask = res
+        return out.view(batch, sq, n, d), lse.view(n, batch, sq).transpose(0, 1).contiguous(), s_dmask
+    return res.view(batch, sq, n, d)
 
 
 def _page_rows(op, block_table, num_blocks, page, starts, ends, length_name):
@@ -542,7 +660,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     round128(max_seqlen_q), round128(max_seqlen_k))`` softmax probabilities, negative where dropped,
     when ``dropout_p > 0``, else None. ``deterministic`` has no effect (always deterministic).
     """
-    return _varlen("flash_attn_varlen_func", _QKV, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+    return _varlen("flash_attn_varlen_func", q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                    dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs, block_table)
 
 
@@ -552,7 +670,7 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
     ``(batch_size, seqlen_k, nheads_k, headdim)``. Returns out ``(batch_size, seqlen_q, nheads,
     headdim)``, or ``(out, softmax_lse (batch_size, nheads, seqlen_q), S_dmask)`` with
     ``return_attn_probs`` (S_dmask as in :func:`flash_attn_varlen_func`)."""
-    return _batched("flash_attn_func", _QKV, q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+    return _batched("flash_attn_func", q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
                     alibi_slopes, return_attn_probs)
 
 
@@ -571,7 +689,7 @@ def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=Fal
     """:func:`flash_attn_func` on qkv ``(batch_size, seqlen, 3, nheads, headdim)``."""
     op = "flash_attn_qkvpacked_func"
     q, k, v = _unpack(op, "qkv", qkv, 5, 3, "(batch_size, seqlen, 3, nheads, headdim)")
-    return _batched(op, dict(q="qkv", k="qkv", v="qkv"), q, k, v, dropout_p, softmax_scale, causal, window_size,
+    return _batched(op, q, k, v, dropout_p, softmax_scale, causal, window_size,
                     softcap, alibi_slopes, return_attn_probs)
 
 
@@ -580,7 +698,7 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
     """:func:`flash_attn_func` with kv ``(batch_size, seqlen_k, 2, nheads_k, headdim)``."""
     op = "flash_attn_kvpacked_func"
     k, v = _unpack(op, "kv", kv, 5, 2, "(batch_size, seqlen_k, 2, nheads_k, headdim)")
-    return _batched(op, dict(q="q", k="kv", v="kv"), q, k, v, dropout_p, softmax_scale, causal, window_size,
+    return _batched(op, q, k, v, dropout_p, softmax_scale, causal, window_size,
                     softcap, alibi_slopes, return_attn_probs)
 
 
@@ -591,12 +709,8 @@ def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
     ``cu_seqlens`` ``(batch_size + 1,)`` and ``max_seqlen``."""
     op = "flash_attn_varlen_qkvpacked_func"
     q, k, v = _unpack(op, "qkv", qkv, 4, 3, "(total, 3, nheads, headdim)")
-    try:
-        return _varlen(op, dict(q="qkv", k="qkv", v="qkv"), q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
-                       dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
-    except (ValueError, TypeError) as e:  # one length argument stands for both sides
-        raise type(e)(str(e).replace("cu_seqlens_q", "cu_seqlens").replace("cu_seqlens_k", "cu_seqlens")
-                      .replace("max_seqlen_q", "max_seqlen").replace("max_seqlen_k", "max_seqlen")) from None
+    return _varlen(op, q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale, causal,
+                   window_size, softcap, alibi_slopes, return_attn_probs)
 
 
 def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
@@ -605,7 +719,7 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
     """:func:`flash_attn_varlen_func` with kv ``(total_k, 2, nheads_k, headdim)``."""
     op = "flash_attn_varlen_kvpacked_func"
     k, v = _unpack(op, "kv", kv, 4, 2, "(total_k, 2, nheads_k, headdim)")
-    return _varlen(op, dict(q="q", k="kv", v="kv"), q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+    return _varlen(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                    dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
 
 
@@ -760,9 +874,9 @@ def _with_kvcache(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
     # Longer queries, fp32, ALiBi, softcap or LSE: the valid rows gathered into TND (§8.3).
     keys = k_cache.view(-1, *k_cache.shape[2:]).index_select(0, rows)
     values = v_cache.view(-1, *v_cache.shape[2:]).index_select(0, rows)
-    out, lse, _ = _attention(op, q.reshape(batch * sq, n, d), keys, values, [sq] * batch,
-                             [L - p for L, p in zip(lengths, pad)], dropout_p=0.0, softmax_scale=softmax_scale,
-                             causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi)
+    out, lse, *_ = _attention(op, q.reshape(batch * sq, n, d), keys, values, [sq] * batch,
+                              [L - p for L, p in zip(lengths, pad)], dropout_p=0.0, softmax_scale=softmax_scale,
+                              causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi)
     out = out.view(batch, sq, n, d)
     if return_softmax_lse:
         return out, lse.view(batch, sq, n).permute(0, 2, 1).contiguous()
@@ -843,3 +957,100 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     ``(batch_size,)`` integer tensor (a device tensor is read on the host once); under torch.compile
     the lengths are data: a decode loop with growing lengths compiles once for a tensor.
     """
+
+
+# ----------------------------------------------------------------------------- flash_attn_varlen ops
+
+# The varlen core plans its FA op calls from the cu_seqlens values on the host: that planning is the
+# real kernel of a forward op and of its backward op, so a compiled training step takes cu_seqlens as
+# data (one graph for every length list of the same batch count). The fake kernels return shapes only
+# (output shapes depend on q, k and max_seqlen_*, never on length values). The dropout seed is drawn
+# by the public function and passed in (the backward regenerates the same keep bits from it).
+VARLEN_FWD = OpArgs("flash_attn_varlen_forward", (
+    "(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, SymInt max_seqlen_q, "
+    "SymInt max_seqlen_k, float dropout_p, float softmax_scale, int window_left, int window_right, float softcap, "
+    "Tensor? alibi_slopes, Tensor? seed, Tensor? block_table, bool return_probs, str caller) "
+    "-> (Tensor out, Tensor softmax_lse, Tensor softmax_max, Tensor softmax_sum, Tensor drop_mask, Tensor s_dmask)"),
+    lengths=("cu_seqlens_q", "cu_seqlens_k"))
+VARLEN_BWD = OpArgs("flash_attn_varlen_backward", (
+    "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor softmax_max, Tensor softmax_sum, Tensor drop_mask, "
+    "Tensor cu_seqlens_q, Tensor cu_seqlens_k, float dropout_p, float softmax_scale, int window_left, "
+    "int window_right, float softcap, Tensor? alibi_slopes, Tensor? seed, Tensor? block_table, str caller) "
+    "-> (Tensor dq, Tensor dk, Tensor dv)"), lengths=("cu_seqlens_q", "cu_seqlens_k"))
+
+
+def _varlen_forward_kernel(a: dict):
+    """Host values: the length checks, the pages gathered, the planned FA op calls (§8.2)."""
+    seq_q, seq_k, rows = _host_lengths(a)
+    k, v = _gather_pages(a["k"], a["v"], rows)
+    q = a["q"]
+    out, lse, s_dmask, stats = _attention(
+        a["caller"], q, k, v, seq_q, seq_k, dropout_p=a["dropout_p"], softmax_scale=a["softmax_scale"], causal=False,
+        window_size=(a["window_left"], a["window_right"]), softcap=a["softcap"], alibi_slopes=a["alibi_slopes"],
+        seed=a["seed"], return_probs=a["return_probs"], max_q=a["max_seqlen_q"], max_k=a["max_seqlen_k"])
+    if stats is None:
+        stats = (q.new_empty((0,), dtype=torch.float32), q.new_empty((0,), dtype=torch.float32),
+                 q.new_empty((0,), dtype=torch.uint8))
+    return (out, lse) + tuple(stats) + (s_dmask if s_dmask is not None else q.new_empty((0,)),)
+
+
+def _varlen_forward_fake(a: dict):
+    q = a["q"]
+    stats = (q.shape[0], q.shape[1], 8) if a["softcap"] <= 0 else (0,)
+    rup = lambda x: -(-x // S_DMASK_ROUND) * S_DMASK_ROUND  # noqa: E731
+    s_dmask = ((a["cu_seqlens_q"].shape[0] - 1, q.shape[1], rup(a["max_seqlen_q"]), rup(a["max_seqlen_k"]))
+               if a["return_probs"] and a["dropout_p"] > 0 else (0,))
+    # the keep bits of the planned calls: a size only the lengths' values give
+    drop_bytes = torch.library.get_ctx().new_dynamic_size() if a["dropout_p"] > 0 and a["softcap"] <= 0 else 0
+    f32 = torch.float32
+    return (q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=f32), q.new_empty(stats, dtype=f32),
+            q.new_empty(stats, dtype=f32), q.new_empty((drop_bytes,), dtype=torch.uint8), q.new_empty(s_dmask))
+
+
+def _varlen_backward_kernel(a: dict):
+    seq_q, seq_k, rows = _host_lengths(a)
+    k, v = _gather_pages(a["k"], a["v"], rows)
+    dq, dk, dv = _attention_backward(
+        a["dout"].contiguous(), a["q"], k, v, a["out"], (a["softmax_max"], a["softmax_sum"], a["drop_mask"]), seq_q,
+        seq_k,
+        scale=a["softmax_scale"], window=(a["window_left"], a["window_right"]), softcap=a["softcap"],
+        alibi_slopes=a["alibi_slopes"], dropout=_dropout(a["dropout_p"], a["seed"]))
+    if rows is not None:  # back onto the pages
+        dk, dv = (t.new_zeros((a["k"].shape[0] * a["k"].shape[1],) + tuple(t.shape[1:])).index_add_(0, rows, t)
+                  .view(a["k"].shape) for t in (dk, dv))
+    return dq, dk, dv
+
+
+def _varlen_backward_fake(a: dict):
+    return tuple(a[n].new_empty(a[n].shape) for n in ("q", "k", "v"))
+
+
+flash_attn_varlen_forward_op = VARLEN_FWD.define(_varlen_forward_kernel)
+flash_attn_varlen_forward_op.register_fake(VARLEN_FWD.binding(_varlen_forward_fake))
+flash_attn_varlen_backward_op = VARLEN_BWD.define(_varlen_backward_kernel)
+flash_attn_varlen_backward_op.register_fake(VARLEN_BWD.binding(_varlen_backward_fake))
+
+# forward arguments the backward op takes again: tensors (saved) / plain values (on ctx)
+_VARLEN_SAVED = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "alibi_slopes", "seed", "block_table")
+_VARLEN_PLAIN = tuple(n for n in VARLEN_BWD.names if n in VARLEN_FWD.names and n not in _VARLEN_SAVED)
+
+
+def _varlen_setup_context(ctx, inputs, output):
+    a = VARLEN_FWD.bind(inputs, {})
+    out, lse, mx, sm, drop_mask, s_dmask = output
+    ctx.mark_non_differentiable(lse, mx, sm, drop_mask, s_dmask)  # statistics and probabilities, as in flash-attn
+    ctx.save_for_backward(out, mx, sm, drop_mask, *(a[n] for n in _VARLEN_SAVED))
+    ctx.plain = {n: a[n] for n in _VARLEN_PLAIN}
+
+
+def _varlen_backward(ctx, dout, *_):
+    out, mx, sm, drop_mask, *saved = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    a = dict(zip(_VARLEN_SAVED, saved), **ctx.plain, dout=dout, out=out, softmax_max=mx, softmax_sum=sm,
+             drop_mask=drop_mask)
+    dq, dk, dv = flash_attn_varlen_backward_op(*VARLEN_BWD.ordered(a))
+    return (dq, dk, dv) + (None,) * (len(VARLEN_FWD.names) - 3)
+
+
+flash_attn_varlen_forward_op.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)

@@ -368,18 +368,7 @@ def _ring_backward(dout, q, k, v, out, mx, sm, plan, scale, ring):
             nxt = kv.new_empty((2, plan.all_cu[(ring.rank - step - 1) % ring.world][-1], Nkv, D))
             reqs = ring.exchange(kv, nxt, _KV_TAG)
         dkv = torch.zeros(kv.shape, dtype=f32, device=q.device)
-        for call in plan.calls(src):
-            gq, gk, gv = call.backward(q, kv[0], kv[1], dout, out, mx, sm, scale)
-            if call.q_rows is None:
-                dq += gq
-            else:
-                dq.index_add_(0, call.q_rows, gq.to(f32))
-            if call.k_rows is None:
-                dkv[0] += gk
-                dkv[1] += gv
-            else:
-                dkv[0].index_add_(0, call.k_rows, gk.to(f32))
-                dkv[1].index_add_(0, call.k_rows, gv.to(f32))
+        FA.add_block_grads(plan.calls(src), q, kv[0], kv[1], dout, out, mx, sm, scale, dq, dkv[0], dkv[1])
         if ring.world > 1:
             if step > 0:  # accumulator of this block from the ranks it visited before
                 _wait(dkv_reqs)

@@ -9,7 +9,7 @@ def test_bench_tiny_writes_results_for_every_group(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ascend_attn", "bench", "--tiny", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "bench [" in result.stderr  # progress display
+    assert "bench:" in result.stderr  # progress display (tqdm)
     for name in ("results.md", "results.json", "memory_growth.md", "memory_growth.json", "memory_growth.png"):
         assert (out / name).is_file(), name
     assert (out / "memory_growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -21,7 +21,34 @@ def test_bench_tiny_writes_results_for_every_group(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert {row["group"] for row in data["rows"]} >= {"FA forward", "FA fwd+bwd", "IFA decode", "RAU",
                                                       "Memory growth"}
-    assert all(t["result"] in ("PASS", "MISS", "n/a") for t in data["targets"])
+    assert all(t["result"] in ("PASS", "MISS", "UNSTABLE", "n/a") for t in data["targets"])
+    assert all("spread" in row for row in data["rows"])
     impls = {row["impl"] for row in data["rows"]}
     assert {"ours", "eager", "sdpa_loop", "sdpa_padded", "naive", "cache_copy", "copy", "sdpa"} <= impls
     assert len(data["memory_growth"]) >= 2
+
+
+def test_only_one_group_prints_no_empty_tables(tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, "-m", "ascend_attn", "bench", "--tiny", "--only", "RAU", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (out / "results.md").read_text()
+    assert "## RAU" in table
+    for group in ("FA forward", "FA fwd+bwd", "IFA decode", "Memory growth"):
+        assert f"## {group}" not in table, group
+    assert "not measured in this run" in table and "| not measured |" not in table
+
+
+def test_spread_and_unstable_targets():
+    from ascend_attn import bench
+    assert bench.run_spread([1.0]) is None
+    assert abs(bench.run_spread([1.0, 1.1, 1.2]) - 0.2 / 1.1) < 1e-12
+    assert bench.run_spread([1.0, 1.0, 1.0, 1.0, 25.0]) == 0.0  # one outlier among five: IQR ignores it
+    row = dict(group="RAU", case="SBH fp32", time_s=2.0, runs=3, peak_extra_mib=None, note="")
+    rows = [dict(row, impl="ours", spread=0.9), dict(row, impl="copy", time_s=1.0, spread=0.01)]
+    targets = {t[0]: t[2] for t in bench.evaluate_targets(rows, [], "tiny")}
+    assert targets["RAU <= 1.2x copying its inputs into preallocated buffers"] == "UNSTABLE"
+    rows[0]["spread"] = 0.05
+    targets = {t[0]: t[2] for t in bench.evaluate_targets(rows, [], "tiny")}
+    assert targets["RAU <= 1.2x copying its inputs into preallocated buffers"] == "MISS"

@@ -63,6 +63,28 @@ def random_lengths(rng, batch, low, high):
     return [rng.randint(low, high) for _ in range(batch)]
 
 
+def training_loop(loss_of, next_lengths, inputs, given, form):
+    """STEPS training steps ``loss_of(*inputs(step), lengths, lengths).backward()`` with fresh lengths
+    (``next_lengths(previous)``, passed as ``given(form, lengths)``) under aot_eager and fullgraph: loss
+    and gradients equal eager's bit for bit (same dropout seed: torch.manual_seed before each call)."""
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss_of, backend=counter, fullgraph=True)
+    lengths = None
+    for step in range(STEPS):
+        lengths = next_lengths(lengths)
+        eager_in, comp_in = inputs(step), inputs(step)
+        torch.manual_seed(step)
+        want = loss_of(*eager_in, lengths, lengths)
+        want.backward()
+        torch.manual_seed(step)
+        got = compiled(*comp_in, given(form, lengths), given(form, lengths))
+        got.backward()
+        assert torch.equal(got, want)
+        for a, b in zip(comp_in, eager_in):
+            assert torch.equal(a.grad, b.grad)
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
 # ----------------------------------------------------------------------------- FlashAttention
 
 FA_BATCH, FA_MAX, FA_HEADS, FA_DIM = 3, 6, 2, 16
@@ -101,21 +123,9 @@ def test_flash_attention_training_fresh_lengths(form):
         out = ascend_attn.flash_attention_varlen_score(q, k, v, FA_HEADS, seq_q, seq_kv, **FA_KW)[0]
         return (out * out).sum()
 
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(loss_of, backend=counter, fullgraph=True)
     rng = random.Random(2)
-    seq = None
-    for step in range(STEPS):
-        seq = fresh(rng, seq, fa_lengths)
-        eager_in, comp_in = fa_inputs(step, True), fa_inputs(step, True)
-        want = loss_of(*eager_in, seq, seq)
-        want.backward()
-        got = compiled(*comp_in, given_as(form, seq), given_as(form, seq))
-        got.backward()
-        assert torch.equal(got, want)
-        for a, b in zip(comp_in, eager_in):
-            assert torch.equal(a.grad, b.grad)
-    assert counter.frame_count <= MAX_COMPILES[form]
+    training_loop(loss_of, lambda seq: fresh(rng, seq, fa_lengths), lambda step: fa_inputs(step, True),
+                  given_as, form)
 
 
 # ----------------------------------------------------------------------------- IncreFlashAttention
@@ -245,3 +255,98 @@ def test_flash_attn_with_kvcache_decode_growing_lengths(form):
     for a, b in zip(comp_caches, eager_caches):
         assert torch.equal(a, b)
     assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# ----------------------------------------------------------------------------- flash_attn_varlen_func
+
+VL_BATCH, VL_MAX, VL_HEADS, VL_KV_HEADS, VL_DIM = 3, 6, 4, 2, 16
+# (causal, window, dropout, ALiBi, softcap): a causal and a windowed block plan with GQA; dropout (the
+# seed is drawn outside the op: torch.manual_seed before each call repeats it), ALiBi and softcap
+VL_OPTIONS = {"causal": dict(causal=True),
+              "window_dropout_alibi": dict(window_size=(2, 1), dropout_p=0.25,
+                                           alibi_slopes=torch.tensor([0.5, 0.25, 0.125, 0.0625])),
+              "softcap_dropout": dict(causal=True, softcap=5.0, dropout_p=0.25)}
+
+
+def varlen_cu(rng, previous):
+    """Fresh cumulative lengths with the leading 0 (the entries after it all differ from ``previous``);
+    flash-attn users pass them as int32 tensors."""
+    cuts = fresh(rng, None if previous is None else previous[1:],
+                 lambda r: cumulative(random_lengths(r, VL_BATCH, 1, VL_MAX)))
+    return [0] + cuts
+
+
+def given_as_cu(form, values):
+    return torch.tensor(values, dtype=torch.int32) if form == "tensor" else given_as(form, values)
+
+
+def varlen_inputs(seed, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    t = VL_BATCH * VL_MAX
+    shapes = ((t, VL_HEADS, VL_DIM), (t, VL_KV_HEADS, VL_DIM), (t, VL_KV_HEADS, VL_DIM))
+    return [torch.randn(s, generator=gen).requires_grad_(requires_grad) for s in shapes]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_flash_attn_varlen_forward_fresh_lengths(form):
+    def attend(q, k, v, cu_q, cu_k):
+        return ascend_attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, VL_MAX, VL_MAX, causal=True,
+                                                  return_attn_probs=True)[:2]
+
+    counter = CompileCounter()
+    compiled = torch.compile(attend, backend=counter, fullgraph=True)
+    rng = random.Random(8)
+    q, k, v = varlen_inputs(8)
+    cu = None
+    for _ in range(STEPS):
+        cu = varlen_cu(rng, cu)
+        assert_same(compiled(q, k, v, given_as_cu(form, cu), given_as_cu(form, cu)), attend(q, k, v, cu, cu))
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
+# every option set with tensors (what flash-attn users pass); a list once (a tuple takes its path)
+@pytest.mark.parametrize("form,options", [("tensor", o) for o in VL_OPTIONS] + [("list", "causal")])
+def test_flash_attn_varlen_training_fresh_lengths(form, options):
+    kw = VL_OPTIONS[options]
+
+    def loss_of(q, k, v, cu_q, cu_k):
+        out = ascend_attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, VL_MAX, VL_MAX, **kw)
+        return (out * out).sum()
+
+    rng = random.Random(9)
+    training_loop(loss_of, lambda cu: varlen_cu(rng, cu), lambda step: varlen_inputs(step, True), given_as_cu, form)
+
+
+def test_flash_attn_qkvpacked_training_compiles_once():
+    """The batched and packed forms call the same op (equal lengths): one graph, eager's bits."""
+    def loss_of(qkv):
+        return ascend_attn.flash_attn_qkvpacked_func(qkv, causal=True).square().sum()
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss_of, backend=counter, fullgraph=True)
+    for step in range(3):
+        gen = torch.Generator().manual_seed(step)
+        eager_in = torch.randn(2, 5, 3, VL_HEADS, VL_DIM, generator=gen).requires_grad_()
+        comp_in = eager_in.detach().clone().requires_grad_()
+        want, got = loss_of(eager_in), compiled(comp_in)
+        want.backward()
+        got.backward()
+        assert torch.equal(got, want) and torch.equal(comp_in.grad, eager_in.grad)
+    assert counter.frame_count == 1
+
+
+def test_flash_attn_varlen_errors_read_the_same_compiled():
+    """Value checks of cu_seqlens run in the real kernel: the compiled call raises eager's message."""
+    def attend(q, k, v, cu):
+        return ascend_attn.flash_attn_varlen_func(q, k, v, cu, cu, VL_MAX, VL_MAX)
+
+    compiled = torch.compile(attend, backend=CompileCounter(), fullgraph=True)
+    q, k, v = varlen_inputs(10)
+    for bad, arg in (([0, 4, 3, 9], "cu_seqlens_q"), ([0, 4, 9, VL_BATCH * VL_MAX + 1], "cu_seqlens_q"),
+                     ([0, 1, 2, 2 + VL_MAX + 1], "max_seqlen_q")):
+        cu = torch.tensor(bad, dtype=torch.int32)
+        with pytest.raises(ValueError, match=f"^flash_attn_varlen_func: {arg} only supports") as eager:
+            attend(q, k, v, cu)
+        with pytest.raises(ValueError) as comp:
+            compiled(q, k, v, cu)
+        assert str(comp.value) == str(eager.value)

@@ -511,3 +511,17 @@ def test_kvcache_softcap_alibi_batch_idx():
         ref_out, _ = ref_attention(q[b], k_cache[row, :length], v_cache[row, :length], causal=True, softcap=1.5,
                                    slopes=slopes[b])
         torch.testing.assert_close(out[b].double(), ref_out, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("path", ["blocks_dropout_probs", "softcap"])
+def test_varlen_op_opcheck(path):
+    """ascend_attn::flash_attn_varlen_forward: schema, fake kernel and autograd registration (opcheck
+    also runs the backward op through AOT dispatch with dynamic shapes)."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(18, 4, 16, generator=gen, requires_grad=True)
+    k, v = (torch.randn(18, 2, 16, generator=gen, requires_grad=True) for _ in range(2))
+    cu = torch.tensor([0, 4, 9, 15])
+    probs = path != "softcap"
+    args = (q, k, v, cu, cu, 6, 6, 0.25 if probs else 0.0, 0.25, 2, 0, 0.0 if probs else 3.0, None,
+            torch.tensor([7]) if probs else None, None, probs, "flash_attn_varlen_func")
+    torch.library.opcheck(torch.ops.ascend_attn.flash_attn_varlen_forward.default, args)

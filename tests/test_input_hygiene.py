@@ -77,11 +77,14 @@ def test_fa_nan_query_row_propagates():
     args, kw = fa_case("float32", sparse_mode=3)
     q = args[0].clone()
     q[4, 1, 0] = math.nan
+    q.requires_grad_()
     out, smax, _ = ascend_attn.flash_attention_varlen_score(q, *args[1:], **kw)
     assert out[4, 1].isnan().all()
     rows = out.isnan().any(-1)
     rows[4, 1] = False
     assert not rows.any()
+    out.sum().backward()  # the grad kernel recomputes the row from NaN statistics: NaN again
+    assert q.grad[4, 1].isnan().all()
 
 
 def test_mindspore_ifa_propagates_nan():

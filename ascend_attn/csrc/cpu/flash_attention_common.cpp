@@ -8,9 +8,14 @@ namespace fa {
 // ----------------------------------------------------------------------------- scalar row ops
 namespace {
 
+// Row max that propagates NaN (std::max and vmaxps drop it): a NaN score must reach the output,
+// as in torch's SDPA and the eager kernel.
 float max_scalar(const float* x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
-  for (int64_t c = 0; c < n; ++c) m = std::max(m, x[c]);
+  for (int64_t c = 0; c < n; ++c) {
+    if (std::isnan(x[c])) return x[c];
+    m = std::max(m, x[c]);
+  }
   return m;
 }
 
@@ -60,10 +65,12 @@ AVX2_FN inline float hmax(__m256 v) {
 }
 
 // exp(x), float32, about 1 ulp (Cephes expf polynomial after x = n ln2 + r); inputs below the
-// normal range (incl. -inf: masked scores) give exactly 0.
+// normal range (incl. -inf: masked scores) give exactly 0; NaN stays NaN (the clamp would hide it).
 AVX2_FN inline __m256 exp256(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
   const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  const __m256 nan_in = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  const __m256 x_in = x;
   x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
   __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
@@ -77,15 +84,24 @@ AVX2_FN inline __m256 exp256(__m256 x) {
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
   const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2));
-  return _mm256_andnot_ps(underflow, y);
+  return _mm256_blendv_ps(_mm256_andnot_ps(underflow, y), x_in, nan_in);
 }
 
 AVX2_FN float max_avx2(const float* x, int64_t n) {
   __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 nan = _mm256_setzero_ps();  // lanes that met a NaN: vmaxps would drop it
   int64_t c = 0;
-  for (; c + 8 <= n; c += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + c));
+  for (; c + 8 <= n; c += 8) {
+    const __m256 v = _mm256_loadu_ps(x + c);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    m = _mm256_max_ps(m, v);
+  }
+  if (_mm256_movemask_ps(nan)) return std::numeric_limits<float>::quiet_NaN();
   float r = hmax(m);
-  for (; c < n; ++c) r = std::max(r, x[c]);
+  for (; c < n; ++c) {
+    if (std::isnan(x[c])) return x[c];
+    r = std::max(r, x[c]);
+  }
   return r;
 }
 

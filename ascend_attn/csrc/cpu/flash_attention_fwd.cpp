@@ -99,7 +99,8 @@ class ForwardKernel {
           for (int64_t c = 0; c < cols; ++c)
             if (!keep[c]) z[c] = -kInf;
         }
-        const float m_new = std::max(t.m[r], ops_.max(z, cols));
+        const float tile_max = ops_.max(z, cols);  // NaN when a kept score is NaN: it must propagate
+        const float m_new = std::isnan(tile_max) ? tile_max : std::max(t.m[r], tile_max);
         const float m_safe = m_new == -kInf ? 0.f : m_new;  // rows with nothing kept yet
         const float alpha = std::exp(t.m[r] - m_safe);
         t.l[r] = t.l[r] * alpha + ops_.exp_sum(z, cols, m_safe);

@@ -63,6 +63,18 @@ def random_lengths(rng, batch, low, high):
     return [rng.randint(low, high) for _ in range(batch)]
 
 
+def forward_loop(attend, next_lengths, inputs, given, form):
+    """STEPS calls ``attend(*inputs, lengths, lengths)`` with fresh lengths (``next_lengths(previous)``,
+    passed as ``given(form, lengths)``) under fullgraph: every step equals eager bit for bit."""
+    counter = CompileCounter()
+    compiled = torch.compile(attend, backend=counter, fullgraph=True)
+    lengths = None
+    for _ in range(STEPS):
+        lengths = next_lengths(lengths)
+        assert_same(compiled(*inputs, given(form, lengths), given(form, lengths)), attend(*inputs, lengths, lengths))
+    assert counter.frame_count <= MAX_COMPILES[form]
+
+
 def training_loop(loss_of, next_lengths, inputs, given, form):
     """STEPS training steps ``loss_of(*inputs(step), lengths, lengths).backward()`` with fresh lengths
     (``next_lengths(previous)``, passed as ``given(form, lengths)``) under aot_eager and fullgraph: loss
@@ -106,15 +118,8 @@ def test_flash_attention_forward_fresh_lengths(form):
     def attend(q, k, v, seq_q, seq_kv):
         return ascend_attn.flash_attention_varlen_score(q, k, v, FA_HEADS, seq_q, seq_kv, **FA_KW)
 
-    counter = CompileCounter()
-    compiled = torch.compile(attend, backend=counter, fullgraph=True)
     rng = random.Random(1)
-    q, k, v = fa_inputs(0)
-    seq = None
-    for _ in range(STEPS):
-        seq = fresh(rng, seq, fa_lengths)
-        assert_same(compiled(q, k, v, given_as(form, seq), given_as(form, seq)), attend(q, k, v, seq, seq))
-    assert counter.frame_count <= MAX_COMPILES[form]
+    forward_loop(attend, lambda seq: fresh(rng, seq, fa_lengths), fa_inputs(0), given_as, form)
 
 
 @pytest.mark.parametrize("form", ["list", "tensor"])  # a tuple takes the list's path (forward test)
@@ -293,15 +298,8 @@ def test_flash_attn_varlen_forward_fresh_lengths(form):
         return ascend_attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, VL_MAX, VL_MAX, causal=True,
                                                   return_attn_probs=True)[:2]
 
-    counter = CompileCounter()
-    compiled = torch.compile(attend, backend=counter, fullgraph=True)
     rng = random.Random(8)
-    q, k, v = varlen_inputs(8)
-    cu = None
-    for _ in range(STEPS):
-        cu = varlen_cu(rng, cu)
-        assert_same(compiled(q, k, v, given_as_cu(form, cu), given_as_cu(form, cu)), attend(q, k, v, cu, cu))
-    assert counter.frame_count <= MAX_COMPILES[form]
+    forward_loop(attend, lambda cu: varlen_cu(rng, cu), varlen_inputs(8), given_as_cu, form)
 
 
 # every option set with tensors (what flash-attn users pass); a list once (a tuple takes its path)

@@ -2,7 +2,8 @@
 sets of each group with their labels, extra row fields and time-budget work estimates.
 
 A comparison set is one case of a group: its candidates (``baselines``) are timed interleaved on
-the same inputs by ``Bench.measure`` (``timing``).
+the same inputs by ``Bench.measure`` (``run``), which skips a set that would not fit the group's
+time budget (``work``: the set's cost in a unit proportional to one round's time).
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ EAGER_MAX_KV = 8192
 SMALL_STEP_CASE = "one small decode step, fp16, B=1, N=8, S=128, D=128"
 
 
-def _k(n: int) -> str:
+def kilo(n: int) -> str:
+    """A count in labels: ``4096`` -> ``4k``; counts that are not whole k stay as they are."""
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
@@ -82,7 +84,7 @@ def run_fa(bench):
         heads, dim = own[0] if own else (cfg["heads"], cfg["head_dim"])
         total = sum(lens)
         pad_ratio = len(lens) * max(lens) / total
-        shape = f"T={_k(total)} ({len(lens)} seqs {_k(min(lens))}..{_k(max(lens))}, pad x{pad_ratio:.2f})"
+        shape = f"T={kilo(total)} ({len(lens)} seqs {kilo(min(lens))}..{kilo(max(lens))}, pad x{pad_ratio:.2f})"
         if own:
             shape += f" N={heads} D={dim}"
         group = "FA forward" if p == "fwd" else "FA fwd+bwd"
@@ -118,7 +120,7 @@ def run_ifa(bench):
                 for ratio in (8, 4):
                     hkv = hq // ratio
                     case = (f"{'int8 antiquant' if int8 else 'fp16'} KV, {'paged' if paged else 'contiguous'}, "
-                            f"GQA {ratio}:1 (Nq={hq}), B={b}, S={_k(kv_len)}")
+                            f"GQA {ratio}:1 (Nq={hq}), B={b}, S={kilo(kv_len)}")
                     extra = {"kv_dtype": "int8" if int8 else "float16", "paged": paged, "gqa": ratio,
                              "kv_len": kv_len}
                     if (kv_len, int8, paged, ratio) in cfg["ifa_skip"]:
@@ -129,8 +131,8 @@ def run_ifa(bench):
                     if kv_len > EAGER_MAX_KV:  # the slow baselines that no target needs at this length
                         for name in ("eager",) + (() if int8 else ("naive",)):
                             del cands[name]
-                            bench.skipped("IFA decode", case, name, f"not run above {_k(EAGER_MAX_KV)} positions (time)",
-                                          extra)
+                            bench.skipped("IFA decode", case, name,
+                                          f"not run above {kilo(EAGER_MAX_KV)} positions (time)", extra)
                     bench.measure("IFA decode", case, cands, budget, extra, b * kv_len * hkv)
                     del cands
                     gc.collect()
@@ -150,7 +152,7 @@ def run_rau(bench):
                 shape = f"S={s} B={b} N={n} D={d}"
             else:
                 lens, n, d = cfg["rau_tnd"]
-                shape = f"T={_k(sum(lens))} ({len(lens)} seqs) N={n} D={d}"
+                shape = f"T={kilo(sum(lens))} ({len(lens)} seqs) N={n} D={d}"
             case = f"{layout} {dtype} {shape}"
             cands = B.rau_candidates(layout, getattr(torch, dtype), cfg)
             elems = (s * b * n * d) if layout == "SBH" else sum(lens) * n * d

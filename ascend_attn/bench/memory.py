@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 from .baselines import fa_inputs
-from .cases import _k
+from .cases import kilo
 from .timing import time_once
 
 MiB = 1 << 20
@@ -115,7 +115,7 @@ def run_memory(bench) -> list[dict]:
     budget = bench.budget("Memory growth")
     points, last = [], None
     for total, seq in cfg["mem_points"]:
-        label = f"T={_k(total)} ({total // seq} x {_k(seq)})"
+        label = f"T={kilo(total)} ({total // seq} x {kilo(seq)})"
         if last is not None:  # predicted cost: attention work grows with total * seq
             predicted = last["seconds"] * (total * seq) / (last["tokens"] * last["seq_len"])
             if predicted + 3 > budget.left():

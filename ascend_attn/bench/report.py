@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 
-from .cases import GROUPS, _k
+from .cases import GROUPS, kilo
 from .memory import MiB
 from .timing import UNSTABLE_SPREAD
 
@@ -138,7 +138,7 @@ def evaluate_targets(rows, mem_points, mode):
         big, mid = mem_points[-1], mem_points[len(mem_points) // 2]
         per = lambda p: p["peak_extra_bytes"] / p["tokens"]
         lin = per(big) / max(per(mid), 1)
-        worst(f"FA fwd+bwd peak memory linear: per-token at T={_k(big['tokens'])} / at T={_k(mid['tokens'])} "
+        worst(f"FA fwd+bwd peak memory linear: per-token at T={kilo(big['tokens'])} / at T={kilo(mid['tokens'])} "
               f"<= 1.25", 1.25, [(lin, "")])
         big_gib = big["peak_extra_bytes"] / (1 << 30)
         if big["tokens"] >= 65536:
@@ -147,7 +147,7 @@ def evaluate_targets(rows, mem_points, mode):
                         "PASS" if ok else "MISS", "" if ok else f"over by {big_gib / 4:.2f}x"))
         else:
             out.append(("FA fwd+bwd 64k causal fp32 peak extra memory < 4 GiB",
-                        f"largest point T={_k(big['tokens'])}: {big_gib:.2f} GiB", "n/a",
+                        f"largest point T={kilo(big['tokens'])}: {big_gib:.2f} GiB", "n/a",
                         "64k point not measured in this run" + (" (time budget)" if mode == "full" else
                                                                  f" (only the full run has it; {mode} mode)")))
     else:
@@ -217,6 +217,7 @@ def write_results(out_dir, rows, targets, mem_points, meta) -> str:
 
 
 def machine() -> str:
+    """CPU model, CPU count and load average: the header line of the report."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:

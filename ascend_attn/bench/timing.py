@@ -13,6 +13,7 @@ import math
 import time
 
 from torch.utils import benchmark
+from torch.utils.benchmark.utils.common import TaskSpec
 
 MAX_ROUNDS = 15
 # A set whose timed runs spread more than this (interquartile range, or max - min below 4 runs, over
@@ -33,7 +34,7 @@ def measurement_spread(m: benchmark.Measurement) -> float | None:
 def run_spread(times: list[float]) -> float | None:
     """Relative spread of timed runs (seconds each): interquartile range (max - min below 4 runs)
     over the median."""
-    return measurement_spread(benchmark.Measurement(1, list(times), benchmark.utils.common.TaskSpec("", "")))
+    return measurement_spread(benchmark.Measurement(1, list(times), TaskSpec("", "")))
 
 
 class CandidateTimer(benchmark.Timer):

@@ -2,8 +2,9 @@
 // flash_attention_fwd.cpp and flash_attention_grad.cpp (semantics.md §2-§6).
 //
 // Everything here works on plain float32 pointers: the ATen bindings convert fp16/bf16 inputs to
-// float32 once (exact), so every matrix product is an fp32 GEMM whose operands are exact fp16/bf16
-// values: products exact, accumulation fp32, as the spec asks. P and dS are rounded to the input
+// float32 once (exact), so every matrix product is an fp32 GEMM (gemm.h) whose operands are exact
+// fp16/bf16 values: products exact, accumulation fp32, as the spec asks. The K / V rows of a head
+// are laid out as the products read them once per (sequence, kv head) and thread (HeadLayout). P and dS are rounded to the input
 // dtype's grid (kept as float32 values) before their products; outputs are rounded the same way
 // and narrowed exactly by the binding.
 //
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "common.h"
+#include "gemm.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -88,6 +90,59 @@ inline std::vector<Sequence> sequences(const Plan& p) {
 inline int64_t stats_offset(const Plan& p, const Sequence& s, int64_t i, int64_t h) {
   return p.stats_tnd ? ((s.oq + i) * p.heads_q + h) * 8 : (s.oq * p.heads_q + h * s.s1 + i) * 8;
 }
+
+// ----------------------------------------------------------------------------- K / V layouts
+// The K or V rows of one (sequence, kv head) laid out as a B operand of the products (gemm.h),
+// once, and kept while a thread's work items stay on that head (K's own rows are N2 * D apart,
+// often 4 KiB: read in place they would fall into a few cache sets):
+//   transposed: per key block of block_k positions, [D, ld] with ld = padded_ld(block_k)
+//               (K^T for Q K^T, V^T for dO V^T); a tile never crosses a key block;
+//   rows:       [S2, ld] with ld = padded_ld(D) (V for P V, K for dS K).
+class HeadLayout {
+ public:
+  HeadLayout(const Plan& p, bool transposed)
+      : transposed_(transposed), dim_(p.head_dim), block_(p.block_k),
+        ld_(transposed ? padded_ld(p.block_k) : padded_ld(p.head_dim)), kv_ld_(p.heads_kv * p.head_dim) {}
+
+  // Lays out head n2 of sequence s from src ([T2, N2, D] float32) unless it already holds it.
+  void load(const Sequence& s, int64_t n2, const float* src) {
+    if (s.b == seq_ && n2 == n2_) return;
+    seq_ = s.b;
+    n2_ = n2;
+    const float* rows = src + s.ok * kv_ld_ + n2 * dim_;
+    if (!transposed_) {
+      pack_rows(rows, kv_ld_, s.s2, dim_, reserve(s.s2 * ld_), ld_);
+      return;
+    }
+    const int64_t blocks = (s.s2 + block_ - 1) / block_;
+    float* dst = reserve(blocks * dim_ * ld_);
+    for (int64_t jb = 0; jb < blocks; ++jb) {
+      const int64_t j0 = jb * block_, n = std::min(block_, s.s2 - j0);
+      pack_transposed(rows + j0 * kv_ld_, kv_ld_, n, dim_, dst + jb * dim_ * ld_, ld_);
+    }
+  }
+
+  // The B operand starting at key position j of the sequence (local index).
+  const float* at(int64_t j) const {
+    return transposed_ ? data_ + (j / block_) * dim_ * ld_ + j % block_ : data_ + j * ld_;
+  }
+  int64_t ld() const { return ld_; }
+
+ private:
+  bool transposed_;
+  int64_t dim_, block_, ld_, kv_ld_;
+  // n floats starting on a cache line (a 16-float row of B then spans one line, not two)
+  float* reserve(int64_t n) {
+    storage_.resize(n + 16);
+    const auto misalign = reinterpret_cast<uintptr_t>(storage_.data()) % 64;
+    data_ = storage_.data() + (misalign ? (64 - misalign) / sizeof(float) : 0);
+    return data_;
+  }
+
+  int64_t seq_ = -1, n2_ = -1;
+  std::vector<float> storage_;
+  float* data_ = nullptr;
+};
 
 // ----------------------------------------------------------------------------- keep rule
 
@@ -245,27 +300,6 @@ inline float round_scalar(float x, Round mode) {
   if (mode == Round::kBf16Even) return bf16_to_float(float_to_bf16_rne(x));
   return x;
 }
-
-// ----------------------------------------------------------------------------- GEMM
-// Row-major float32 products C[m, n] (+)= A * op(B) on the BLAS torch links (MKL in the x86 wheels),
-// single-threaded inside our own parallel loop; a plain loop where no BLAS symbol is exported.
-//   gemm_nt: C[m, n] = beta * C + A[m, k] * B[n, k]^T
-//   gemm_nn: C[m, n] = beta * C + A[m, k] * B[k, n]
-//   gemm_tn: C[m, n] = beta * C + A[k, m]^T * B[k, n]
-void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc);
-void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc);
-void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc);
-// Whether the products run on an exported BLAS sgemm (else the plain loop).
-bool blas_available();
-// Keeps BLAS single-threaded on this thread for the scope (bit-identical for any thread count).
-struct SingleThreadedBlas {
-  SingleThreadedBlas();
-  ~SingleThreadedBlas();
-  int previous;
-};
 
 }  // namespace fa
 }  // namespace ascend_attn_cpu

@@ -16,11 +16,13 @@ struct ForwardItem {
   int64_t seq, n2, i0, i1;
 };
 
-// One thread's tiles: rows = block_q * G query rows, block_k key columns.
+// One thread's tiles: rows = block_q * G query rows, block_k key columns; K^T and V of the
+// item's (sequence, kv head).
 struct ForwardTiles {
   std::vector<float> qt, acc, scores, drop, m, l;
   std::vector<uint8_t> keep;
-  explicit ForwardTiles(const Plan& p) {
+  HeadLayout kt, v;
+  explicit ForwardTiles(const Plan& p) : kt(p, /*transposed=*/true), v(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
     qt.assign(rows * d, 0.f);
     acc.assign(rows * d, 0.f);
@@ -47,7 +49,7 @@ class ForwardKernel {
 
   void run() {
     at::parallel_for(0, static_cast<int64_t>(items_.size()), 1, [&](int64_t begin, int64_t end) {
-      SingleThreadedBlas single;
+      SingleThreadedGemm single;
       ForwardTiles tiles(p_);
       for (int64_t it = begin; it < end; ++it) Process(items_[it], tiles);
     });
@@ -57,6 +59,8 @@ class ForwardKernel {
   void Process(const ForwardItem& item, ForwardTiles& t) {
     const Sequence& s = seqs_[item.seq];
     CopyIn(s, item, t);
+    t.kt.load(s, item.n2, k_);
+    t.v.load(s, item.n2, v_);
     for (int64_t j0 = 0; j0 < s.s2; j0 += p_.block_k) {
       int64_t c0 = j0, c1 = std::min(s.s2, j0 + p_.block_k);
       const BlockKeep kind = keep_block(p_, s, item.i0, item.i1, c0, c1, t.keep.data());
@@ -83,13 +87,11 @@ class ForwardKernel {
   // One tile: scores, pse, mask, online softmax, dropout, rounding of P, then acc += P V; a partly
   // kept tile band by band, each on the columns its rows can keep.
   void Compute(const Sequence& s, const ForwardItem& item, int64_t j0, int64_t j1, bool partial, ForwardTiles& t) {
-    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k, kv_ld = p_.heads_kv * d;
+    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k;
     for_each_row_band(p_, s, item.i0, item.i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
       const int64_t r0 = (a - item.i0) * g_size, r1 = (b - item.i0) * g_size, cols = c1 - c0;
-      const float* kb = k_ + ((s.ok + c0) * p_.heads_kv + item.n2) * d;
-      const float* vb = v_ + ((s.ok + c0) * p_.heads_kv + item.n2) * d;
       float* z_all = t.scores.data();
-      gemm_nt(r1 - r0, cols, d, t.qt.data() + r0 * d, d, kb, kv_ld, 0.f, z_all + r0 * ld, ld);
+      gemm(r1 - r0, cols, d, t.qt.data() + r0 * d, d, 1, t.kt.at(c0), t.kt.ld(), z_all + r0 * ld, ld, false);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t il = r / g_size, i = item.i0 + il, h = item.n2 * g_size + r % g_size;
         float* z = z_all + r * ld;
@@ -112,7 +114,8 @@ class ForwardKernel {
         ops_.round(z, cols, p_.round);
         if (alpha != 1.f) ops_.scale(t.acc.data() + r * d, d, alpha);
       }
-      gemm_nn(r1 - r0, d, cols, z_all + r0 * ld, ld, vb, kv_ld, 1.f, t.acc.data() + r0 * d, d);
+      gemm(r1 - r0, d, cols, z_all + r0 * ld, ld, 1, t.v.at(c0), t.v.ld(), t.acc.data() + r0 * d, d,
+           true);
     });
   }
 

@@ -168,7 +168,7 @@ inline void trim_columns(const Plan& p, const Sequence& s, int64_t i0, int64_t i
 }
 
 // Query positions per row band of a partly kept tile (see for_each_row_band).
-constexpr int64_t kBandRows = 32;
+constexpr int64_t kBandRows = 24;
 
 // Calls f(a, b, c0, c1) for the row bands [a, b) of the tile [i0, i1) x [j0, j1), each with the
 // columns [c0, c1) its band / prefix can keep: a diagonal tile then computes about half its area
@@ -176,7 +176,10 @@ constexpr int64_t kBandRows = 32;
 template <class F>
 void for_each_row_band(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                        bool partial, F&& f) {
-  const int64_t step = partial ? std::max<int64_t>(1, kBandRows / p.group()) : i1 - i0;
+  // bands start on a multiple of kBlockRows tile rows (the blocked Q tile of gemm_blocked_a)
+  int64_t step = std::max<int64_t>(1, kBandRows / p.group());
+  while (step * p.group() % kBlockRows != 0) ++step;
+  if (!partial) step = i1 - i0;
   for (int64_t a = i0; a < i1; a += step) {
     const int64_t b = std::min(i1, a + step);
     int64_t c0 = j0, c1 = j1;
@@ -188,16 +191,17 @@ void for_each_row_band(const Plan& p, const Sequence& s, int64_t i0, int64_t i1,
   }
 }
 
-// Trims the block (trim_columns), fills keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept) and
-// classifies it; the bitmap is only filled when the answer is kPartial (positions are shared by
-// the G heads of a group).
+// Trims the block (trim_columns), classifies it and, where a mask tensor takes part, fills
+// keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept; positions are shared by the G heads of a group).
+// Without a mask tensor the bitmap stays untouched: the band / prefix rule is two column ranges
+// per row, applied by fill_outside_band.
 inline BlockKeep keep_block(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t& j0, int64_t& j1,
                             uint8_t* keep) {
   BlockKeep band = band_block(p, s, i0, i1, j0, j1);
   if (band == BlockKeep::kNone) return band;
   trim_columns(p, s, i0, i1, j0, j1);
   band = band_block(p, s, i0, i1, j0, j1);
-  if (band == BlockKeep::kAll && p.mask_form == MaskForm::kNone) return band;
+  if (p.mask_form == MaskForm::kNone) return band;  // rows apply the band themselves (fill_outside_band)
   const int64_t cols = j1 - j0, lo = p.band_lo[s.b], hi = p.band_hi[s.b], prefix = p.prefix[s.b];
   const uint8_t* mask = nullptr;
   if (p.mask_form == MaskForm::kLocal) mask = p.mask;
@@ -216,6 +220,22 @@ inline BlockKeep keep_block(const Plan& p, const Sequence& s, int64_t i0, int64_
   }
   if (kept == 0) return BlockKeep::kNone;
   return kept == (i1 - i0) * cols ? BlockKeep::kAll : BlockKeep::kPartial;
+}
+
+// Row i (local position) of a partly kept tile whose rule is the band / prefix alone: the columns
+// of [c0, c1) outside [c0, prefix) and [i + lo, i + hi] get `value` (-inf scores, 0 probabilities).
+// z holds the row's columns from c0.
+inline void fill_outside_band(const Plan& p, const Sequence& s, int64_t i, int64_t c0, int64_t c1, float* z,
+                              float value) {
+  const int64_t lo = p.band_lo[s.b], hi = p.band_hi[s.b];
+  const int64_t prefix_end = std::min(std::max(p.prefix[s.b], c0), c1);  // kept: [c0, prefix_end)
+  int64_t b0 = std::max(c0, i + lo), b1 = std::min(c1, i + hi + 1);      // kept: [b0, b1)
+  if (lo > hi || b0 >= b1) b0 = b1 = prefix_end;
+  const auto fill = [&](int64_t a, int64_t b) {
+    if (a < b) std::fill(z + (a - c0), z + (b - c0), value);
+  };
+  fill(prefix_end, std::min(b0, c1));
+  fill(std::max(b1, prefix_end), c1);
 }
 
 // ----------------------------------------------------------------------------- pse (§5)

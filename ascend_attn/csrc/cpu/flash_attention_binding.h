@@ -16,7 +16,7 @@ namespace fa {
 
 // Query positions per tile: the tile has block_q * G rows; ~128 rows keeps the score tile
 // (rows x block_k floats) and the Q / accumulator tiles inside L2 next to one K / V block.
-constexpr int64_t kTileRows = 128;
+constexpr int64_t kTileRows = 96;  // 16 micro-kernel row blocks of 6
 constexpr int64_t kBlockK = 256;
 
 struct BoundPlan {

@@ -24,7 +24,7 @@ struct ForwardTiles {
   HeadLayout kt, v;
   explicit ForwardTiles(const Plan& p) : kt(p, /*transposed=*/true), v(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
-    qt.assign(rows * d, 0.f);
+    qt.assign((rows + kBlockRows - 1) / kBlockRows * kBlockRows * d, 0.f);  // whole row blocks
     acc.assign(rows * d, 0.f);
     scores.assign(rows * p.block_k, 0.f);
     keep.assign(p.block_q * p.block_k, 0);
@@ -76,8 +76,9 @@ class ForwardKernel {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = item.i0 + r / g_size, h = item.n2 * g_size + r % g_size;
       const float* src = q_ + ((s.oq + i) * p_.heads_q + h) * d;
-      float* dst = t.qt.data() + r * d;
-      for (int64_t c = 0; c < d; ++c) dst[c] = src[c] * p_.scale;
+      // blocked for gemm_blocked_a: element (r, c) at (r / 6) * 6 * d + c * 6 + r % 6
+      float* dst = t.qt.data() + (r / kBlockRows) * kBlockRows * d + r % kBlockRows;
+      for (int64_t c = 0; c < d; ++c) dst[c * kBlockRows] = src[c] * p_.scale;
     }
     std::fill(t.m.begin(), t.m.begin() + rows, -kInf);
     std::fill(t.l.begin(), t.l.begin() + rows, 0.f);
@@ -91,12 +92,14 @@ class ForwardKernel {
     for_each_row_band(p_, s, item.i0, item.i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
       const int64_t r0 = (a - item.i0) * g_size, r1 = (b - item.i0) * g_size, cols = c1 - c0;
       float* z_all = t.scores.data();
-      gemm(r1 - r0, cols, d, t.qt.data() + r0 * d, d, 1, t.kt.at(c0), t.kt.ld(), z_all + r0 * ld, ld, false);
+      gemm_blocked_a(r1 - r0, cols, d, t.qt.data() + r0 * d, t.kt.at(c0), t.kt.ld(), z_all + r0 * ld, ld, false);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t il = r / g_size, i = item.i0 + il, h = item.n2 * g_size + r % g_size;
         float* z = z_all + r * ld;
         add_pse_row(p_, s, h, i, c0, c1, z);
-        if (partial) {
+        if (partial && p_.mask_form == MaskForm::kNone) {
+          fill_outside_band(p_, s, i, c0, c1, z, -kInf);
+        } else if (partial) {
           const uint8_t* keep = t.keep.data() + il * (j1 - j0) + (c0 - j0);
           for (int64_t c = 0; c < cols; ++c)
             if (!keep[c]) z[c] = -kInf;

@@ -121,7 +121,9 @@ class GradKernel {
         float *pr = probs + r * ld, *dp = dprobs + r * ld;
         add_pse_row(p_, s, h, i, c0, c1, pr);
         ops_.exp_div(pr, cols, t.m[r0 + r], t.l[r0 + r]);
-        if (partial) {  // masked positions are exactly 0 (never exp of a huge difference)
+        if (partial && p_.mask_form == MaskForm::kNone) {  // masked positions are exactly 0
+          fill_outside_band(p_, s, i, c0, c1, pr, 0.f);
+        } else if (partial) {
           const uint8_t* keep = t.keep.data() + il * (j1 - j0) + (c0 - j0);
           for (int64_t c = 0; c < cols; ++c)
             if (!keep[c]) pr[c] = 0.f;

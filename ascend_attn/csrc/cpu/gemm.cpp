@@ -137,24 +137,24 @@ AVX2_FN void micro_rows(int64_t rows, int64_t k, const float* a, int64_t a_row, 
 // Panel by panel (16 columns of B, which stay in L1), 6 rows of A at a time.
 template <AMode MODE>
 AVX2_FN void gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
-                         const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+                         int64_t a_block, const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
   for (int64_t j = 0; j < n; j += 16) {
     const int64_t cols = std::min<int64_t>(16, n - j);
     for (int64_t i = 0; i < m; i += 6) {
       const int64_t rows = std::min<int64_t>(6, m - i);
       if (cols == 16)
-        micro_rows<false, MODE>(rows, k, a + i * a_row, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
+        micro_rows<false, MODE>(rows, k, a + i / 6 * a_block, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
       else
-        micro_rows<true, MODE>(rows, k, a + i * a_row, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
+        micro_rows<true, MODE>(rows, k, a + i / 6 * a_block, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
     }
   }
 }
 
 AVX2_FN void gemm_avx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
                        const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
-  if (a_col == 1) return gemm_panels<AMode::kRows>(m, n, k, a, a_row, a_col, b, ldb, c, ldc, accumulate);
-  if (a_row == 1) return gemm_panels<AMode::kCols>(m, n, k, a, a_row, a_col, b, ldb, c, ldc, accumulate);
-  gemm_panels<AMode::kStrided>(m, n, k, a, a_row, a_col, b, ldb, c, ldc, accumulate);
+  if (a_col == 1) return gemm_panels<AMode::kRows>(m, n, k, a, a_row, a_col, 6 * a_row, b, ldb, c, ldc, accumulate);
+  if (a_row == 1) return gemm_panels<AMode::kCols>(m, n, k, a, a_row, a_col, 6 * a_row, b, ldb, c, ldc, accumulate);
+  gemm_panels<AMode::kStrided>(m, n, k, a, a_row, a_col, 6 * a_row, b, ldb, c, ldc, accumulate);
 }
 
 // 8 x 8 block transpose: dst[c][r] = src[r][c].
@@ -242,6 +242,17 @@ void pack_transposed(const float* src, int64_t ld_src, int64_t rows, int64_t col
 
 void pack_rows(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst, int64_t ld_dst) {
   for (int64_t r = 0; r < rows; ++r) std::copy(src + r * ld_src, src + r * ld_src + cols, dst + r * ld_dst);
+}
+
+void gemm_blocked_a(int64_t m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
+                    int64_t ldc, bool accumulate) {
+#if defined(__x86_64__)
+  if (gemm_kind() == GemmKind::kAvx2Micro)
+    return gemm_panels<AMode::kCols>(m, n, k, a, 1, kBlockRows, kBlockRows * k, b, ldb, c, ldc, accumulate);
+#endif
+  for (int64_t i0 = 0; i0 < m; i0 += kBlockRows)
+    gemm_loop(std::min<int64_t>(kBlockRows, m - i0), n, k, a + i0 * k, 1, kBlockRows, b, ldb, c + i0 * ldc, ldc,
+              accumulate);
 }
 
 SingleThreadedGemm::SingleThreadedGemm() : previous(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}

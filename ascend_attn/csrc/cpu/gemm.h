@@ -38,6 +38,13 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_
 void pack_transposed(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst, int64_t ld_dst);
 void pack_rows(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst, int64_t ld_dst);
 
+// A operand in blocks of kBlockRows rows, each [k, kBlockRows] (A element (i, p) at
+// a[(i / 6) * 6 * k + p * 6 + i % 6]): the micro-kernel's broadcasts then read one contiguous
+// stream instead of six rows (used for the Q tile, laid out once and read for every key block).
+constexpr int64_t kBlockRows = 6;
+void gemm_blocked_a(int64_t m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
+                    int64_t ldc, bool accumulate);
+
 // A leading dimension for rows of n floats: n rounded up to 16, plus 16, so that consecutive rows
 // do not map to the same L1 sets (a power-of-two stride of 512 B or more would).
 inline int64_t padded_ld(int64_t n) { return (n + 15) / 16 * 16 + 16; }

@@ -250,9 +250,8 @@ void gemm_blocked_a(int64_t m, int64_t n, int64_t k, const float* a, const float
   if (gemm_kind() == GemmKind::kAvx2Micro)
     return gemm_panels<AMode::kCols>(m, n, k, a, 1, kBlockRows, kBlockRows * k, b, ldb, c, ldc, accumulate);
 #endif
-  for (int64_t i0 = 0; i0 < m; i0 += kBlockRows)
-    gemm_loop(std::min<int64_t>(kBlockRows, m - i0), n, k, a + i0 * k, 1, kBlockRows, b, ldb, c + i0 * ldc, ldc,
-              accumulate);
+  for (int64_t i0 = 0; i0 < m; i0 += kBlockRows)  // one column-contiguous block at a time
+    gemm(std::min<int64_t>(kBlockRows, m - i0), n, k, a + i0 * k, 1, kBlockRows, b, ldb, c + i0 * ldc, ldc, accumulate);
 }
 
 SingleThreadedGemm::SingleThreadedGemm() : previous(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}

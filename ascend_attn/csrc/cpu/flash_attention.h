@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common.h"
+#include "decode_simd.h"
 #include "gemm.h"
 
 #if defined(__x86_64__)
@@ -91,6 +92,10 @@ inline int64_t stats_offset(const Plan& p, const Sequence& s, int64_t i, int64_t
   return p.stats_tnd ? ((s.oq + i) * p.heads_q + h) * 8 : (s.oq * p.heads_q + h * s.s1 + i) * 8;
 }
 
+// n elements of a row of `type` (fp32 / fp16 / bf16) starting at element `offset` of src, as
+// float32 (exact): inputs are read in their own dtype, never converted as whole tensors first.
+void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* dst);
+
 // ----------------------------------------------------------------------------- K / V layouts
 // The K or V rows of one (sequence, kv head) laid out as a B operand of the products (gemm.h),
 // once, and kept while a thread's work items stay on that head (K's own rows are N2 * D apart,
@@ -104,21 +109,30 @@ class HeadLayout {
       : transposed_(transposed), dim_(p.head_dim), block_(p.block_k),
         ld_(transposed ? padded_ld(p.block_k) : padded_ld(p.head_dim)), kv_ld_(p.heads_kv * p.head_dim) {}
 
-  // Lays out head n2 of sequence s from src ([T2, N2, D] float32) unless it already holds it.
-  void load(const Sequence& s, int64_t n2, const float* src) {
+  // Lays out head n2 of sequence s from src ([T2, N2, D] of `type`) unless it already holds it.
+  void load(const Sequence& s, int64_t n2, const void* src, ElemType type) {
     if (s.b == seq_ && n2 == n2_) return;
     seq_ = s.b;
     n2_ = n2;
-    const float* rows = src + s.ok * kv_ld_ + n2 * dim_;
+    const int64_t first = s.ok * kv_ld_ + n2 * dim_;  // element offset of the head's first row
     if (!transposed_) {
-      pack_rows(rows, kv_ld_, s.s2, dim_, reserve(s.s2 * ld_), ld_);
+      float* dst = reserve(s.s2 * ld_);
+      for (int64_t j = 0; j < s.s2; ++j) load_row(src, type, first + j * kv_ld_, dim_, dst + j * ld_);
       return;
     }
     const int64_t blocks = (s.s2 + block_ - 1) / block_;
     float* dst = reserve(blocks * dim_ * ld_);
     for (int64_t jb = 0; jb < blocks; ++jb) {
       const int64_t j0 = jb * block_, n = std::min(block_, s.s2 - j0);
-      pack_transposed(rows + j0 * kv_ld_, kv_ld_, n, dim_, dst + jb * dim_ * ld_, ld_);
+      const float* rows = static_cast<const float*>(src) + first + j0 * kv_ld_;
+      int64_t rows_ld = kv_ld_;
+      if (type != ElemType::f32) {  // the block's rows in float32 first
+        scratch_.resize(block_ * dim_);
+        for (int64_t j = 0; j < n; ++j) load_row(src, type, first + (j0 + j) * kv_ld_, dim_, scratch_.data() + j * dim_);
+        rows = scratch_.data();
+        rows_ld = dim_;
+      }
+      pack_transposed(rows, rows_ld, n, dim_, dst + jb * dim_ * ld_, ld_);
     }
   }
 
@@ -140,7 +154,7 @@ class HeadLayout {
   }
 
   int64_t seq_ = -1, n2_ = -1;
-  std::vector<float> storage_;
+  std::vector<float> storage_, scratch_;
   float* data_ = nullptr;
 };
 

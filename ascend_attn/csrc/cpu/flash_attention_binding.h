@@ -30,6 +30,14 @@ struct BoundPlan {
 
 inline at::Tensor as_f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+// The element type the kernels read a float tensor as (fp32 / fp16 / bf16).
+inline ElemType elem_type(const at::Tensor& t) {
+  if (t.scalar_type() == at::kHalf) return ElemType::f16;
+  if (t.scalar_type() == at::kBFloat16) return ElemType::bf16;
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "flash attention native: float32 / float16 / bfloat16 expected");
+  return ElemType::f32;
+}
+
 inline Round round_of(at::ScalarType dtype) {
   if (dtype == at::kHalf) return Round::kFp16HalfAway;
   if (dtype == at::kBFloat16) return Round::kBf16Even;

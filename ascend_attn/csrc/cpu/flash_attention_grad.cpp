@@ -41,11 +41,13 @@ struct GradTiles {
 
 class GradKernel {
  public:
-  // q, dy, attention_in [T1, N1, D], k / v [T2, N2, D], stats [T1, N1, 8]: float32 contiguous.
-  // dq [T1, N1, D], dk / dv [T2, N2, D]: float32 zeros, receive values on the dtype's grid.
-  GradKernel(const Plan& p, const float* q, const float* k, const float* v, const float* dy, const float* smax,
-             const float* ssum, const float* oin, float* dq, float* dk, float* dv)
-      : p_(p), q_(q), k_(k), v_(v), dy_(dy), smax_(smax), ssum_(ssum), oin_(oin), dq_(dq), dk_(dk), dv_(dv),
+  // q, dy, attention_in [T1, N1, D], stats [T1, N1, 8]: float32 contiguous; k / v [T2, N2, D]
+  // contiguous of kv_type. dq [T1, N1, D], dk / dv [T2, N2, D]: float32 zeros, receive values on the
+  // dtype's grid.
+  GradKernel(const Plan& p, const float* q, const void* k, const void* v, ElemType kv_type, const float* dy,
+             const float* smax, const float* ssum, const float* oin, float* dq, float* dk, float* dv)
+      : p_(p), q_(q), k_(k), v_(v), kv_type_(kv_type), dy_(dy), smax_(smax), ssum_(ssum), oin_(oin), dq_(dq), dk_(dk),
+        dv_(dv),
         seqs_(sequences(p)), ops_(row_ops()) {
     for (const Sequence& s : seqs_) {
       if (s.s1 == 0 || s.s2 == 0) continue;
@@ -64,9 +66,9 @@ class GradKernel {
  private:
   void Process(const GradItem& item, GradTiles& t) {
     const Sequence& s = seqs_[item.seq];
-    t.kt.load(s, item.n2, k_);
-    t.vt.load(s, item.n2, v_);
-    t.k.load(s, item.n2, k_);
+    t.kt.load(s, item.n2, k_, kv_type_);
+    t.vt.load(s, item.n2, v_, kv_type_);
+    t.k.load(s, item.n2, k_, kv_type_);
     for (int64_t i0 = 0; i0 < s.s1; i0 += p_.block_q) {
       const int64_t i1 = std::min(s.s1, i0 + p_.block_q);
       CopyIn(s, item.n2, i0, i1, t);
@@ -161,7 +163,10 @@ class GradKernel {
   }
 
   const Plan& p_;
-  const float *q_, *k_, *v_, *dy_, *smax_, *ssum_, *oin_;
+  const float* q_;
+  const void *k_, *v_;
+  ElemType kv_type_;
+  const float *dy_, *smax_, *ssum_, *oin_;
   float *dq_, *dk_, *dv_;
   std::vector<Sequence> seqs_;
   const RowOps& ops_;
@@ -178,11 +183,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_grad(
   BoundPlan bound;
   bind_plan(bound, query, key, seq_q, seq_kv, scale, pse, pse_form, pse_type, q_start, kv_start, drop_mask, keep_prob,
             atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd, block_q, block_k);
-  const at::Tensor q = as_f32(query), k = as_f32(key), v = as_f32(value), g = as_f32(dy);
+  const at::Tensor q = as_f32(query), k = key.contiguous(), v = value.contiguous(), g = as_f32(dy);
+  TORCH_CHECK(v.scalar_type() == k.scalar_type(), "flash attention native: key and value must share a dtype");
   const at::Tensor oin = as_f32(attention_in), smax = as_f32(softmax_max), ssum = as_f32(softmax_sum);
   const auto f32 = query.options().dtype(at::kFloat);
   at::Tensor dq = at::zeros(query.sizes(), f32), dk = at::zeros(key.sizes(), f32), dv = at::zeros(value.sizes(), f32);
-  GradKernel(bound.plan, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), g.data_ptr<float>(),
+  GradKernel(bound.plan, q.data_ptr<float>(), k.data_ptr(), v.data_ptr(), elem_type(k), g.data_ptr<float>(),
              smax.data_ptr<float>(), ssum.data_ptr<float>(), oin.data_ptr<float>(), dq.data_ptr<float>(),
              dk.data_ptr<float>(), dv.data_ptr<float>())
       .run();

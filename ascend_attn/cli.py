@@ -60,6 +60,7 @@ def info(out=sys.stdout) -> int:
     if backends.probe_native_cpu() is None:
         features = [name for name, present in native.cpu_features().items() if present]
         _wrapped("\nCPU features detected: ", ", ".join(features) or "none (scalar code)", 23, out)
+        _wrapped("FA matrix products: ", native.gemm_kind(), 20, out)
     pkg = backends.probe_kernel_package()
     _wrapped("\nCustom-op kernel package: ", "installed" if pkg is None else "not usable: " + pkg, 26, out)
     print("aclnn entry on Ascend per input class (the package kernel where it implements the input,\n"

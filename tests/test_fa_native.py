@@ -151,3 +151,36 @@ def test_mindspore_cpu_path_runs_the_native_kernels(monkeypatch):
         q, k, v, dy, heads, seq_q, seq_kv, want[1], want[2], want[0], atten_mask=kw["atten_mask"], **attrs)
     for g, ref in zip(got, [*want, *want_grads[:3]]):
         assert torch.equal(g, ref.float())
+
+
+_PORTABLE_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_fa_native import long_case, run
+from ascend_attn import native
+results = {{"gemm": native.gemm_kind()}}
+for dtype, mode, extra in {cases!r}:
+    args, kwargs = long_case(dtype, mode, **extra)
+    results[(dtype, mode)] = (run("native", args, kwargs, blocks=(16, 32)), run("eager", args, kwargs))
+torch.save(results, sys.argv[1])
+"""
+
+
+def test_portable_products_agree_with_eager(tmp_path):
+    """CPUs without AVX2 run the products on the BLAS (or plain loops) and the scalar row ops: the
+    same contract, checked on this CPU by forcing that path in a subprocess."""
+    import os
+    import subprocess
+    import sys
+    cases = [("float32", 3, {"dropout": True}), ("bfloat16", 0, {"pse_type": 0}), ("float16", 7, {})]
+    script = _PORTABLE_SCRIPT.format(tests=os.path.dirname(__file__), cases=cases)
+    out = tmp_path / "portable.pt"
+    env = dict(os.environ, ASCEND_ATTN_CPU_ISA="scalar")
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = torch.load(out)
+    assert "avx2" not in results.pop("gemm")
+    assert len(results) == len(cases)
+    for (dtype, _), (native_res, eager_res) in results.items():
+        assert_agree(native_res, eager_res, dtype)

@@ -146,6 +146,14 @@ def use_native(op: str, *tensors) -> bool:
     return load()
 
 
+def gemm_kind() -> str | None:
+    """What runs the FA kernels' fp32 matrix products on this CPU (csrc/cpu/gemm.h), or None."""
+    if not load():
+        return None
+    import torch
+    return torch.ops.ascend_attn_cpu.gemm_kind()
+
+
 def cpu_features() -> dict[str, bool]:
     """The instruction-set features the kernels dispatch on, as the native library detects them."""
     if not load():

@@ -2,8 +2,9 @@
 // flash_attention_fwd.cpp and flash_attention_grad.cpp (semantics.md §2-§6).
 //
 // Everything here works on plain float32 pointers: the ATen bindings convert fp16/bf16 inputs to
-// float32 once (exact), so every matrix product is an fp32 GEMM whose operands are exact fp16/bf16
-// values: products exact, accumulation fp32, as the spec asks. P and dS are rounded to the input
+// float32 once (exact), so every matrix product is an fp32 GEMM (gemm.h) whose operands are exact
+// fp16/bf16 values: products exact, accumulation fp32, as the spec asks. The K / V rows of a head
+// are laid out as the products read them once per (sequence, kv head) and thread (HeadLayout). P and dS are rounded to the input
 // dtype's grid (kept as float32 values) before their products; outputs are rounded the same way
 // and narrowed exactly by the binding.
 //
@@ -18,6 +19,8 @@
 #include <vector>
 
 #include "common.h"
+#include "decode_simd.h"
+#include "gemm.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -89,6 +92,72 @@ inline int64_t stats_offset(const Plan& p, const Sequence& s, int64_t i, int64_t
   return p.stats_tnd ? ((s.oq + i) * p.heads_q + h) * 8 : (s.oq * p.heads_q + h * s.s1 + i) * 8;
 }
 
+// n elements of a row of `type` (fp32 / fp16 / bf16) starting at element `offset` of src, as
+// float32 (exact): inputs are read in their own dtype, never converted as whole tensors first.
+void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* dst);
+
+// ----------------------------------------------------------------------------- K / V layouts
+// The K or V rows of one (sequence, kv head) laid out as a B operand of the products (gemm.h),
+// once, and kept while a thread's work items stay on that head (K's own rows are N2 * D apart,
+// often 4 KiB: read in place they would fall into a few cache sets):
+//   transposed: per key block of block_k positions, [D, ld] with ld = padded_ld(block_k)
+//               (K^T for Q K^T, V^T for dO V^T); a tile never crosses a key block;
+//   rows:       [S2, ld] with ld = padded_ld(D) (V for P V, K for dS K).
+class HeadLayout {
+ public:
+  HeadLayout(const Plan& p, bool transposed)
+      : transposed_(transposed), dim_(p.head_dim), block_(p.block_k),
+        ld_(transposed ? padded_ld(p.block_k) : padded_ld(p.head_dim)), kv_ld_(p.heads_kv * p.head_dim) {}
+
+  // Lays out head n2 of sequence s from src ([T2, N2, D] of `type`) unless it already holds it.
+  void load(const Sequence& s, int64_t n2, const void* src, ElemType type) {
+    if (s.b == seq_ && n2 == n2_) return;
+    seq_ = s.b;
+    n2_ = n2;
+    const int64_t first = s.ok * kv_ld_ + n2 * dim_;  // element offset of the head's first row
+    if (!transposed_) {
+      float* dst = reserve(s.s2 * ld_);
+      for (int64_t j = 0; j < s.s2; ++j) load_row(src, type, first + j * kv_ld_, dim_, dst + j * ld_);
+      return;
+    }
+    const int64_t blocks = (s.s2 + block_ - 1) / block_;
+    float* dst = reserve(blocks * dim_ * ld_);
+    for (int64_t jb = 0; jb < blocks; ++jb) {
+      const int64_t j0 = jb * block_, n = std::min(block_, s.s2 - j0);
+      const float* rows = static_cast<const float*>(src) + first + j0 * kv_ld_;
+      int64_t rows_ld = kv_ld_;
+      if (type != ElemType::f32) {  // the block's rows in float32 first
+        scratch_.resize(block_ * dim_);
+        for (int64_t j = 0; j < n; ++j) load_row(src, type, first + (j0 + j) * kv_ld_, dim_, scratch_.data() + j * dim_);
+        rows = scratch_.data();
+        rows_ld = dim_;
+      }
+      pack_transposed(rows, rows_ld, n, dim_, dst + jb * dim_ * ld_, ld_);
+    }
+  }
+
+  // The B operand starting at key position j of the sequence (local index).
+  const float* at(int64_t j) const {
+    return transposed_ ? data_ + (j / block_) * dim_ * ld_ + j % block_ : data_ + j * ld_;
+  }
+  int64_t ld() const { return ld_; }
+
+ private:
+  bool transposed_;
+  int64_t dim_, block_, ld_, kv_ld_;
+  // n floats starting on a cache line (a 16-float row of B then spans one line, not two)
+  float* reserve(int64_t n) {
+    storage_.resize(n + 16);
+    const auto misalign = reinterpret_cast<uintptr_t>(storage_.data()) % 64;
+    data_ = storage_.data() + (misalign ? (64 - misalign) / sizeof(float) : 0);
+    return data_;
+  }
+
+  int64_t seq_ = -1, n2_ = -1;
+  std::vector<float> storage_, scratch_;
+  float* data_ = nullptr;
+};
+
 // ----------------------------------------------------------------------------- keep rule
 
 enum class BlockKeep { kNone, kAll, kPartial };
@@ -113,7 +182,7 @@ inline void trim_columns(const Plan& p, const Sequence& s, int64_t i0, int64_t i
 }
 
 // Query positions per row band of a partly kept tile (see for_each_row_band).
-constexpr int64_t kBandRows = 32;
+constexpr int64_t kBandRows = 24;
 
 // Calls f(a, b, c0, c1) for the row bands [a, b) of the tile [i0, i1) x [j0, j1), each with the
 // columns [c0, c1) its band / prefix can keep: a diagonal tile then computes about half its area
@@ -121,7 +190,10 @@ constexpr int64_t kBandRows = 32;
 template <class F>
 void for_each_row_band(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                        bool partial, F&& f) {
-  const int64_t step = partial ? std::max<int64_t>(1, kBandRows / p.group()) : i1 - i0;
+  // bands start on a multiple of kBlockRows tile rows (the blocked Q tile of gemm_blocked_a)
+  int64_t step = std::max<int64_t>(1, kBandRows / p.group());
+  while (step * p.group() % kBlockRows != 0) ++step;
+  if (!partial) step = i1 - i0;
   for (int64_t a = i0; a < i1; a += step) {
     const int64_t b = std::min(i1, a + step);
     int64_t c0 = j0, c1 = j1;
@@ -133,16 +205,17 @@ void for_each_row_band(const Plan& p, const Sequence& s, int64_t i0, int64_t i1,
   }
 }
 
-// Trims the block (trim_columns), fills keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept) and
-// classifies it; the bitmap is only filled when the answer is kPartial (positions are shared by
-// the G heads of a group).
+// Trims the block (trim_columns), classifies it and, where a mask tensor takes part, fills
+// keep[(i - i0) * (j1 - j0) + (j - j0)] (1 = kept; positions are shared by the G heads of a group).
+// Without a mask tensor the bitmap stays untouched: the band / prefix rule is two column ranges
+// per row, applied by fill_outside_band.
 inline BlockKeep keep_block(const Plan& p, const Sequence& s, int64_t i0, int64_t i1, int64_t& j0, int64_t& j1,
                             uint8_t* keep) {
   BlockKeep band = band_block(p, s, i0, i1, j0, j1);
   if (band == BlockKeep::kNone) return band;
   trim_columns(p, s, i0, i1, j0, j1);
   band = band_block(p, s, i0, i1, j0, j1);
-  if (band == BlockKeep::kAll && p.mask_form == MaskForm::kNone) return band;
+  if (p.mask_form == MaskForm::kNone) return band;  // rows apply the band themselves (fill_outside_band)
   const int64_t cols = j1 - j0, lo = p.band_lo[s.b], hi = p.band_hi[s.b], prefix = p.prefix[s.b];
   const uint8_t* mask = nullptr;
   if (p.mask_form == MaskForm::kLocal) mask = p.mask;
@@ -161,6 +234,22 @@ inline BlockKeep keep_block(const Plan& p, const Sequence& s, int64_t i0, int64_
   }
   if (kept == 0) return BlockKeep::kNone;
   return kept == (i1 - i0) * cols ? BlockKeep::kAll : BlockKeep::kPartial;
+}
+
+// Row i (local position) of a partly kept tile whose rule is the band / prefix alone: the columns
+// of [c0, c1) outside [c0, prefix) and [i + lo, i + hi] get `value` (-inf scores, 0 probabilities).
+// z holds the row's columns from c0.
+inline void fill_outside_band(const Plan& p, const Sequence& s, int64_t i, int64_t c0, int64_t c1, float* z,
+                              float value) {
+  const int64_t lo = p.band_lo[s.b], hi = p.band_hi[s.b];
+  const int64_t prefix_end = std::min(std::max(p.prefix[s.b], c0), c1);  // kept: [c0, prefix_end)
+  int64_t b0 = std::max(c0, i + lo), b1 = std::min(c1, i + hi + 1);      // kept: [b0, b1)
+  if (lo > hi || b0 >= b1) b0 = b1 = prefix_end;
+  const auto fill = [&](int64_t a, int64_t b) {
+    if (a < b) std::fill(z + (a - c0), z + (b - c0), value);
+  };
+  fill(prefix_end, std::min(b0, c1));
+  fill(std::max(b1, prefix_end), c1);
 }
 
 // ----------------------------------------------------------------------------- pse (§5)
@@ -245,27 +334,6 @@ inline float round_scalar(float x, Round mode) {
   if (mode == Round::kBf16Even) return bf16_to_float(float_to_bf16_rne(x));
   return x;
 }
-
-// ----------------------------------------------------------------------------- GEMM
-// Row-major float32 products C[m, n] (+)= A * op(B) on the BLAS torch links (MKL in the x86 wheels),
-// single-threaded inside our own parallel loop; a plain loop where no BLAS symbol is exported.
-//   gemm_nt: C[m, n] = beta * C + A[m, k] * B[n, k]^T
-//   gemm_nn: C[m, n] = beta * C + A[m, k] * B[k, n]
-//   gemm_tn: C[m, n] = beta * C + A[k, m]^T * B[k, n]
-void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc);
-void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc);
-void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc);
-// Whether the products run on an exported BLAS sgemm (else the plain loop).
-bool blas_available();
-// Keeps BLAS single-threaded on this thread for the scope (bit-identical for any thread count).
-struct SingleThreadedBlas {
-  SingleThreadedBlas();
-  ~SingleThreadedBlas();
-  int previous;
-};
 
 }  // namespace fa
 }  // namespace ascend_attn_cpu

@@ -1,5 +1,5 @@
 // FlashAttention CPU core, shared pieces: per-row vector primitives (AVX2+FMA or scalar, chosen at
-// run time) and the fp32 GEMM wrappers over the BLAS that torch exports.
+// run time).
 #include "flash_attention.h"
 
 namespace ascend_attn_cpu {
@@ -206,7 +206,34 @@ bool use_avx2() {
   return cpu_features().avx2;
 }
 
+#if defined(__x86_64__)
+ASCEND_ATTN_AVX2 void load_row_avx2(const void* src, ElemType type, int64_t offset, int64_t n, float* dst) {
+  const auto* h = static_cast<const uint16_t*>(src) + offset;
+  int64_t c = 0;
+  if (type == ElemType::f16) {
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(dst + c, load8_f16(h + c));
+    for (; c < n; ++c) dst[c] = fp16_to_float(h[c]);
+  } else {
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(dst + c, load8_bf16(h + c));
+    for (; c < n; ++c) dst[c] = bf16_to_float(h[c]);
+  }
+}
+#endif
+
 }  // namespace
+
+void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* dst) {
+  if (type == ElemType::f32) {
+    const float* f = static_cast<const float*>(src) + offset;
+    std::copy(f, f + n, dst);
+    return;
+  }
+#if defined(__x86_64__)
+  if (use_avx2()) return load_row_avx2(src, type, offset, n, dst);
+#endif
+  const auto* h = static_cast<const uint16_t*>(src) + offset;
+  for (int64_t c = 0; c < n; ++c) dst[c] = type == ElemType::f16 ? fp16_to_float(h[c]) : bf16_to_float(h[c]);
+}
 
 const RowOps& row_ops() {
 #if defined(__x86_64__)
@@ -223,72 +250,6 @@ const char* row_ops_name() {
 #else
   return "scalar";
 #endif
-}
-
-// ----------------------------------------------------------------------------- GEMM
-
-}  // namespace fa
-}  // namespace ascend_attn_cpu
-
-// Fortran BLAS and MKL's thread control, as libtorch_cpu exports them on x86 (MKL). Weak: a torch
-// built without them still loads this library and the plain loop runs.
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-            const int* ldc) __attribute__((weak));
-int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C entry (lower case is Fortran)
-}
-
-namespace ascend_attn_cpu {
-namespace fa {
-namespace {
-
-// Column-major sgemm: C[m, n] = alpha op(A) op(B) + beta C.
-void sgemm_col(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (sgemm_ != nullptr) {
-    const int im = int(m), in = int(n), ik = int(k), ilda = int(lda), ildb = int(ldb), ildc = int(ldc);
-    const float one = 1.f;
-    sgemm_(&ta, &tb, &im, &in, &ik, &one, a, &ilda, b, &ildb, &beta, c, &ildc);
-    return;
-  }
-  for (int64_t j = 0; j < n; ++j) {
-    for (int64_t i = 0; i < m; ++i) {
-      float s = 0.f;
-      for (int64_t p = 0; p < k; ++p) {
-        const float av = ta == 'N' ? a[p * lda + i] : a[i * lda + p];
-        const float bv = tb == 'N' ? b[j * ldb + p] : b[p * ldb + j];
-        s += av * bv;
-      }
-      c[j * ldc + i] = (beta == 0.f ? 0.f : beta * c[j * ldc + i]) + s;
-    }
-  }
-}
-
-}  // namespace
-
-// Row-major C = A op(B) is column-major C^T = op(B)^T A^T: swap the operands, keep the flags.
-void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc) {
-  sgemm_col('T', 'N', n, m, k, b, ldb, a, lda, beta, c, ldc);
-}
-
-void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc) {
-  sgemm_col('N', 'N', n, m, k, b, ldb, a, lda, beta, c, ldc);
-}
-
-void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-             float* c, int64_t ldc) {
-  sgemm_col('N', 'T', n, m, k, b, ldb, a, lda, beta, c, ldc);
-}
-
-bool blas_available() { return sgemm_ != nullptr; }
-
-SingleThreadedBlas::SingleThreadedBlas() : previous(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}
-SingleThreadedBlas::~SingleThreadedBlas() {
-  if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous);
 }
 
 }  // namespace fa

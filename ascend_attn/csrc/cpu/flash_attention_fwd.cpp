@@ -16,13 +16,16 @@ struct ForwardItem {
   int64_t seq, n2, i0, i1;
 };
 
-// One thread's tiles: rows = block_q * G query rows, block_k key columns.
+// One thread's tiles: rows = block_q * G query rows, block_k key columns; K^T and V of the
+// item's (sequence, kv head).
 struct ForwardTiles {
-  std::vector<float> qt, acc, scores, drop, m, l;
+  std::vector<float> qt, acc, scores, drop, m, l, row;
   std::vector<uint8_t> keep;
-  explicit ForwardTiles(const Plan& p) {
+  HeadLayout kt, v;
+  explicit ForwardTiles(const Plan& p) : kt(p, /*transposed=*/true), v(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
-    qt.assign(rows * d, 0.f);
+    row.assign(d, 0.f);
+    qt.assign((rows + kBlockRows - 1) / kBlockRows * kBlockRows * d, 0.f);  // whole row blocks
     acc.assign(rows * d, 0.f);
     scores.assign(rows * p.block_k, 0.f);
     keep.assign(p.block_q * p.block_k, 0);
@@ -34,10 +37,12 @@ struct ForwardTiles {
 
 class ForwardKernel {
  public:
-  // q [T1, N1, D], k / v [T2, N2, D] float32 contiguous; out [T1, N1, D] float32 (zeros), stats
-  // [T1, N1, 8] float32 (zeros).
-  ForwardKernel(const Plan& p, const float* q, const float* k, const float* v, float* out, float* smax, float* ssum)
-      : p_(p), q_(q), k_(k), v_(v), out_(out), smax_(smax), ssum_(ssum), seqs_(sequences(p)), ops_(row_ops()) {
+  // q [T1, N1, D], k / v [T2, N2, D] contiguous, all of `type`; out [T1, N1, D] float32 (zeros),
+  // stats [T1, N1, 8] float32 (zeros).
+  ForwardKernel(const Plan& p, const void* q, const void* k, const void* v, ElemType type, float* out, float* smax,
+                float* ssum)
+      : p_(p), q_(q), k_(k), v_(v), type_(type), out_(out), smax_(smax), ssum_(ssum), seqs_(sequences(p)),
+        ops_(row_ops()) {
     for (const Sequence& s : seqs_) {
       if (s.s1 == 0) continue;
       for (int64_t n2 = 0; n2 < p.heads_kv; ++n2)
@@ -47,7 +52,7 @@ class ForwardKernel {
 
   void run() {
     at::parallel_for(0, static_cast<int64_t>(items_.size()), 1, [&](int64_t begin, int64_t end) {
-      SingleThreadedBlas single;
+      SingleThreadedGemm single;
       ForwardTiles tiles(p_);
       for (int64_t it = begin; it < end; ++it) Process(items_[it], tiles);
     });
@@ -57,6 +62,8 @@ class ForwardKernel {
   void Process(const ForwardItem& item, ForwardTiles& t) {
     const Sequence& s = seqs_[item.seq];
     CopyIn(s, item, t);
+    t.kt.load(s, item.n2, k_, type_);
+    t.v.load(s, item.n2, v_, type_);
     for (int64_t j0 = 0; j0 < s.s2; j0 += p_.block_k) {
       int64_t c0 = j0, c1 = std::min(s.s2, j0 + p_.block_k);
       const BlockKeep kind = keep_block(p_, s, item.i0, item.i1, c0, c1, t.keep.data());
@@ -71,9 +78,10 @@ class ForwardKernel {
     const int64_t g_size = p_.group(), d = p_.head_dim, rows = (item.i1 - item.i0) * g_size;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = item.i0 + r / g_size, h = item.n2 * g_size + r % g_size;
-      const float* src = q_ + ((s.oq + i) * p_.heads_q + h) * d;
-      float* dst = t.qt.data() + r * d;
-      for (int64_t c = 0; c < d; ++c) dst[c] = src[c] * p_.scale;
+      load_row(q_, type_, ((s.oq + i) * p_.heads_q + h) * d, d, t.row.data());
+      // blocked for gemm_blocked_a: element (r, c) at (r / 6) * 6 * d + c * 6 + r % 6
+      float* dst = t.qt.data() + (r / kBlockRows) * kBlockRows * d + r % kBlockRows;
+      for (int64_t c = 0; c < d; ++c) dst[c * kBlockRows] = t.row[c] * p_.scale;
     }
     std::fill(t.m.begin(), t.m.begin() + rows, -kInf);
     std::fill(t.l.begin(), t.l.begin() + rows, 0.f);
@@ -83,18 +91,18 @@ class ForwardKernel {
   // One tile: scores, pse, mask, online softmax, dropout, rounding of P, then acc += P V; a partly
   // kept tile band by band, each on the columns its rows can keep.
   void Compute(const Sequence& s, const ForwardItem& item, int64_t j0, int64_t j1, bool partial, ForwardTiles& t) {
-    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k, kv_ld = p_.heads_kv * d;
+    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k;
     for_each_row_band(p_, s, item.i0, item.i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
       const int64_t r0 = (a - item.i0) * g_size, r1 = (b - item.i0) * g_size, cols = c1 - c0;
-      const float* kb = k_ + ((s.ok + c0) * p_.heads_kv + item.n2) * d;
-      const float* vb = v_ + ((s.ok + c0) * p_.heads_kv + item.n2) * d;
       float* z_all = t.scores.data();
-      gemm_nt(r1 - r0, cols, d, t.qt.data() + r0 * d, d, kb, kv_ld, 0.f, z_all + r0 * ld, ld);
+      gemm_blocked_a(r1 - r0, cols, d, t.qt.data() + r0 * d, t.kt.at(c0), t.kt.ld(), z_all + r0 * ld, ld, false);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t il = r / g_size, i = item.i0 + il, h = item.n2 * g_size + r % g_size;
         float* z = z_all + r * ld;
         add_pse_row(p_, s, h, i, c0, c1, z);
-        if (partial) {
+        if (partial && p_.mask_form == MaskForm::kNone) {
+          fill_outside_band(p_, s, i, c0, c1, z, -kInf);
+        } else if (partial) {
           const uint8_t* keep = t.keep.data() + il * (j1 - j0) + (c0 - j0);
           for (int64_t c = 0; c < cols; ++c)
             if (!keep[c]) z[c] = -kInf;
@@ -112,7 +120,8 @@ class ForwardKernel {
         ops_.round(z, cols, p_.round);
         if (alpha != 1.f) ops_.scale(t.acc.data() + r * d, d, alpha);
       }
-      gemm_nn(r1 - r0, d, cols, z_all + r0 * ld, ld, vb, kv_ld, 1.f, t.acc.data() + r0 * d, d);
+      gemm(r1 - r0, d, cols, z_all + r0 * ld, ld, 1, t.v.at(c0), t.v.ld(), t.acc.data() + r0 * d, d,
+           true);
     });
   }
 
@@ -135,7 +144,8 @@ class ForwardKernel {
   }
 
   const Plan& p_;
-  const float *q_, *k_, *v_;
+  const void *q_, *k_, *v_;
+  ElemType type_;
   float *out_, *smax_, *ssum_;
   std::vector<Sequence> seqs_;
   const RowOps& ops_;
@@ -151,11 +161,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_fwd(
   BoundPlan bound;
   bind_plan(bound, query, key, seq_q, seq_kv, scale, pse, pse_form, pse_type, q_start, kv_start, drop_mask, keep_prob,
             atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd, block_q, block_k);
-  const at::Tensor q = as_f32(query), k = as_f32(key), v = as_f32(value);
+  const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "flash attention native: query, key and value must share a dtype");
   at::Tensor out = at::zeros(query.sizes(), query.options().dtype(at::kFloat));
   at::Tensor smax = at::zeros({query.size(0), query.size(1), 8}, out.options());
   at::Tensor ssum = at::zeros_like(smax);
-  ForwardKernel(bound.plan, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(),
+  ForwardKernel(bound.plan, q.data_ptr(), k.data_ptr(), v.data_ptr(), elem_type(q), out.data_ptr<float>(),
                 smax.data_ptr<float>(), ssum.data_ptr<float>())
       .run();
   return {narrow_exact(out, query.scalar_type()), smax, ssum};

@@ -16,14 +16,18 @@ struct GradItem {
   int64_t seq, n2;
 };
 
-// One thread's tiles: rows = block_q * G query rows, block_k key columns.
+// One thread's tiles: rows = block_q * G query rows, block_k key columns. Q * scale and dO (rows
+// of ld) are B operands of dK / dV (gemm.h), as are K^T, V^T and K of the item's head.
 struct GradTiles {
   std::vector<float> qt, dot, dq, probs, dprobs, drop, m, l, delta;
   std::vector<uint8_t> keep;
-  explicit GradTiles(const Plan& p) {
+  int64_t ld;
+  HeadLayout kt, vt, k;
+  explicit GradTiles(const Plan& p)
+      : ld(padded_ld(p.head_dim)), kt(p, /*transposed=*/true), vt(p, /*transposed=*/true), k(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
-    qt.assign(rows * d, 0.f);
-    dot.assign(rows * d, 0.f);
+    qt.assign(rows * ld, 0.f);
+    dot.assign(rows * ld, 0.f);
     dq.assign(rows * d, 0.f);
     probs.assign(rows * p.block_k, 0.f);
     dprobs.assign(rows * p.block_k, 0.f);
@@ -37,11 +41,13 @@ struct GradTiles {
 
 class GradKernel {
  public:
-  // q, dy, attention_in [T1, N1, D], k / v [T2, N2, D], stats [T1, N1, 8]: float32 contiguous.
-  // dq [T1, N1, D], dk / dv [T2, N2, D]: float32 zeros, receive values on the dtype's grid.
-  GradKernel(const Plan& p, const float* q, const float* k, const float* v, const float* dy, const float* smax,
-             const float* ssum, const float* oin, float* dq, float* dk, float* dv)
-      : p_(p), q_(q), k_(k), v_(v), dy_(dy), smax_(smax), ssum_(ssum), oin_(oin), dq_(dq), dk_(dk), dv_(dv),
+  // q, dy, attention_in [T1, N1, D], stats [T1, N1, 8]: float32 contiguous; k / v [T2, N2, D]
+  // contiguous of kv_type. dq [T1, N1, D], dk / dv [T2, N2, D]: float32 zeros, receive values on the
+  // dtype's grid.
+  GradKernel(const Plan& p, const float* q, const void* k, const void* v, ElemType kv_type, const float* dy,
+             const float* smax, const float* ssum, const float* oin, float* dq, float* dk, float* dv)
+      : p_(p), q_(q), k_(k), v_(v), kv_type_(kv_type), dy_(dy), smax_(smax), ssum_(ssum), oin_(oin), dq_(dq), dk_(dk),
+        dv_(dv),
         seqs_(sequences(p)), ops_(row_ops()) {
     for (const Sequence& s : seqs_) {
       if (s.s1 == 0 || s.s2 == 0) continue;
@@ -51,7 +57,7 @@ class GradKernel {
 
   void run() {
     at::parallel_for(0, static_cast<int64_t>(items_.size()), 1, [&](int64_t begin, int64_t end) {
-      SingleThreadedBlas single;
+      SingleThreadedGemm single;
       GradTiles tiles(p_);
       for (int64_t it = begin; it < end; ++it) Process(items_[it], tiles);
     });
@@ -60,6 +66,9 @@ class GradKernel {
  private:
   void Process(const GradItem& item, GradTiles& t) {
     const Sequence& s = seqs_[item.seq];
+    t.kt.load(s, item.n2, k_, kv_type_);
+    t.vt.load(s, item.n2, v_, kv_type_);
+    t.k.load(s, item.n2, k_, kv_type_);
     for (int64_t i0 = 0; i0 < s.s1; i0 += p_.block_q) {
       const int64_t i1 = std::min(s.s1, i0 + p_.block_q);
       CopyIn(s, item.n2, i0, i1, t);
@@ -85,9 +94,9 @@ class GradKernel {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r / g_size, h = n2 * g_size + r % g_size;
       const int64_t off = ((s.oq + i) * p_.heads_q + h) * d;
-      float* qd = t.qt.data() + r * d;
+      float* qd = t.qt.data() + r * t.ld;
       for (int64_t c = 0; c < d; ++c) qd[c] = q_[off + c] * p_.scale;
-      std::copy(dy_ + off, dy_ + off + d, t.dot.data() + r * d);
+      std::copy(dy_ + off, dy_ + off + d, t.dot.data() + r * t.ld);
       t.delta[r] = ops_.dot(dy_ + off, oin_ + off, d);
       const int64_t so = stats_offset(p_, s, i, h);
       t.m[r] = smax_[so];
@@ -105,16 +114,18 @@ class GradKernel {
     for_each_row_band(p_, s, i0, i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
       const int64_t r0 = (a - i0) * g_size, rows = (b - a) * g_size, cols = c1 - c0;
       const int64_t kv_off = ((s.ok + c0) * p_.heads_kv + n2) * d;
-      const float *kb = k_ + kv_off, *vb = v_ + kv_off, *qt = t.qt.data() + r0 * d, *dot = t.dot.data() + r0 * d;
+      const float *qt = t.qt.data() + r0 * t.ld, *dot = t.dot.data() + r0 * t.ld;
       float *probs = t.probs.data() + r0 * ld, *dprobs = t.dprobs.data() + r0 * ld;
-      gemm_nt(rows, cols, d, qt, d, kb, kv_ld, 0.f, probs, ld);
-      gemm_nt(rows, cols, d, dot, d, vb, kv_ld, 0.f, dprobs, ld);
+      gemm(rows, cols, d, qt, t.ld, 1, t.kt.at(c0), t.kt.ld(), probs, ld, false);
+      gemm(rows, cols, d, dot, t.ld, 1, t.vt.at(c0), t.vt.ld(), dprobs, ld, false);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t il = (r0 + r) / g_size, i = i0 + il, h = n2 * g_size + (r0 + r) % g_size;
         float *pr = probs + r * ld, *dp = dprobs + r * ld;
         add_pse_row(p_, s, h, i, c0, c1, pr);
         ops_.exp_div(pr, cols, t.m[r0 + r], t.l[r0 + r]);
-        if (partial) {  // masked positions are exactly 0 (never exp of a huge difference)
+        if (partial && p_.mask_form == MaskForm::kNone) {  // masked positions are exactly 0
+          fill_outside_band(p_, s, i, c0, c1, pr, 0.f);
+        } else if (partial) {
           const uint8_t* keep = t.keep.data() + il * (j1 - j0) + (c0 - j0);
           for (int64_t c = 0; c < cols; ++c)
             if (!keep[c]) pr[c] = 0.f;
@@ -133,9 +144,9 @@ class GradKernel {
         ops_.round(dp, cols, p_.round);
         ops_.round(pr, cols, p_.round);
       }
-      gemm_nn(rows, d, cols, dprobs, ld, kb, kv_ld, 1.f, t.dq.data() + r0 * d, d);
-      gemm_tn(cols, d, rows, dprobs, ld, qt, d, 1.f, dk_ + kv_off, kv_ld);
-      gemm_tn(cols, d, rows, probs, ld, dot, d, 1.f, dv_ + kv_off, kv_ld);
+      gemm(rows, d, cols, dprobs, ld, 1, t.k.at(c0), t.k.ld(), t.dq.data() + r0 * d, d, true);
+      gemm(cols, d, rows, dprobs, 1, ld, qt, t.ld, dk_ + kv_off, kv_ld, true);  // dS^T: A read transposed
+      gemm(cols, d, rows, probs, 1, ld, dot, t.ld, dv_ + kv_off, kv_ld, true);
     });
   }
 
@@ -152,7 +163,10 @@ class GradKernel {
   }
 
   const Plan& p_;
-  const float *q_, *k_, *v_, *dy_, *smax_, *ssum_, *oin_;
+  const float* q_;
+  const void *k_, *v_;
+  ElemType kv_type_;
+  const float *dy_, *smax_, *ssum_, *oin_;
   float *dq_, *dk_, *dv_;
   std::vector<Sequence> seqs_;
   const RowOps& ops_;
@@ -169,11 +183,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_grad(
   BoundPlan bound;
   bind_plan(bound, query, key, seq_q, seq_kv, scale, pse, pse_form, pse_type, q_start, kv_start, drop_mask, keep_prob,
             atten_mask, mask_form, band_lo, band_hi, prefix, stats_tnd, block_q, block_k);
-  const at::Tensor q = as_f32(query), k = as_f32(key), v = as_f32(value), g = as_f32(dy);
+  const at::Tensor q = as_f32(query), k = key.contiguous(), v = value.contiguous(), g = as_f32(dy);
+  TORCH_CHECK(v.scalar_type() == k.scalar_type(), "flash attention native: key and value must share a dtype");
   const at::Tensor oin = as_f32(attention_in), smax = as_f32(softmax_max), ssum = as_f32(softmax_sum);
   const auto f32 = query.options().dtype(at::kFloat);
   at::Tensor dq = at::zeros(query.sizes(), f32), dk = at::zeros(key.sizes(), f32), dv = at::zeros(value.sizes(), f32);
-  GradKernel(bound.plan, q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), g.data_ptr<float>(),
+  GradKernel(bound.plan, q.data_ptr<float>(), k.data_ptr(), v.data_ptr(), elem_type(k), g.data_ptr<float>(),
              smax.data_ptr<float>(), ssum.data_ptr<float>(), oin.data_ptr<float>(), dq.data_ptr<float>(),
              dk.data_ptr<float>(), dv.data_ptr<float>())
       .run();

@@ -25,11 +25,11 @@ static inline V vsum8(const V* a) {
   auto halves = [](__m256 x, __m256 y) {  // [x.lo + x.hi | y.lo + y.hi]
     return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
   };
-  auto pairs = [](__m256 x, __m256 y, int) {  // per 128-bit lane: [x0 + x2, x1 + x3, y0 + y2, y1 + y3]
+  auto pairs = [](__m256 x, __m256 y) {  // per 128-bit lane: [x0 + x2, x1 + x3, y0 + y2, y1 + y3]
     return _mm256_add_ps(_mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
   };
-  const __m256 w0 = pairs(halves(a[0].v, a[4].v), halves(a[1].v, a[5].v), 0);
-  const __m256 w1 = pairs(halves(a[2].v, a[6].v), halves(a[3].v, a[7].v), 0);
+  const __m256 w0 = pairs(halves(a[0].v, a[4].v), halves(a[1].v, a[5].v));
+  const __m256 w1 = pairs(halves(a[2].v, a[6].v), halves(a[3].v, a[7].v));
   return {_mm256_add_ps(_mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)), _mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)))};
 }
 static inline V vexp(V a) { return {exp8(a.v)}; }
@@ -155,7 +155,7 @@ static inline void score_rows(const float* q, int64_t d, const float* kb, float 
 template <ElemType KV, int NT, int NH, int DC>
 static inline void score_rows8(const float* q, int64_t d_rt, const float* kb, float scale, float* s, int64_t ns,
                                const void* const* krow) {
-  static_assert(NT * NH % 4 == 0, "reductions of 8 (or 4) accumulators");
+  static_assert(NT * NH == 8, "one reduction of 8 accumulators");
   const int64_t d = DC ? DC : d_rt;
   V acc[NT * NH];
   for (int i = 0; i < NT * NH; ++i) acc[i] = vzero();
@@ -167,12 +167,8 @@ static inline void score_rows8(const float* q, int64_t d_rt, const float* kb, fl
       for (int r = 0; r < NT; ++r) acc[r * NH + j] = vfma(qv, kv[r], acc[r * NH + j]);
     }
   }
-  float x[NT * NH + 4];
-  for (int i = 0; i < NT * NH; i += 8) {
-    V part[8];
-    for (int k = 0; k < 8; ++k) part[k] = i + k < NT * NH ? acc[i + k] : vzero();
-    vstore(x + i, vsum8(part));
-  }
+  float x[8];
+  vstore(x, vsum8(acc));
   for (int r = 0; r < NT; ++r)
     for (int j = 0; j < NH; ++j) s[j * ns + r] = (x[r * NH + j] + kb[j]) * scale;
 }

@@ -128,18 +128,9 @@ ASCEND_ATTN_AVX2 inline __m256i pack16(__m256 lo, __m256 hi) {
   if constexpr (T == ElemType::f16) {
     const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     return _mm256_set_m128i(_mm256_cvtps_ph(hi, rne), _mm256_cvtps_ph(lo, rne));
-  } else {  // bf16 RNE with NaN kept quiet (same rule as float_to_bf16_rne)
-    auto bits = [](__m256 v) {
-      __m256i u = _mm256_castps_si256(v);
-      __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-      __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-      __m256i nan = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
-      r = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(nan),
-                                               _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-      return _mm256_srli_epi32(r, 16);
-    };
+  } else {  // bf16 RNE with NaN kept quiet
     // packus interleaves the 128-bit lanes: [lo0-3, hi0-3, lo4-7, hi4-7] -> reorder the 64-bit quarters
-    return _mm256_permute4x64_epi64(_mm256_packus_epi32(bits(lo), bits(hi)), _MM_SHUFFLE(3, 1, 2, 0));
+    return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_rne_bits8(lo), bf16_rne_bits8(hi)), _MM_SHUFFLE(3, 1, 2, 0));
   }
 }
 

@@ -128,15 +128,19 @@ ASCEND_ATTN_AVX2 inline __m256 load8_i8(const int8_t* p) {
 ASCEND_ATTN_AVX2 inline void store8_f16_rne(uint16_t* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-// bf16 RNE with NaN kept quiet (same rule as float_to_bf16_rne).
-ASCEND_ATTN_AVX2 inline void store8_bf16_rne(uint16_t* p, __m256 v) {
+// bf16 RNE with NaN kept quiet (same rule as float_to_bf16_rne): the 8 bf16 bit patterns in the
+// low halves of 32-bit lanes.
+ASCEND_ATTN_AVX2 inline __m256i bf16_rne_bits8(__m256 v) {
   __m256i u = _mm256_castps_si256(v);
   __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
   __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
   __m256i nan = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
   r = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(nan),
                                            _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-  r = _mm256_srli_epi32(r, 16);
+  return _mm256_srli_epi32(r, 16);
+}
+ASCEND_ATTN_AVX2 inline void store8_bf16_rne(uint16_t* p, __m256 v) {
+  const __m256i r = bf16_rne_bits8(v);
   __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }

@@ -10,12 +10,28 @@ struct V { __m256 v; };
 static inline V vzero() { return {_mm256_setzero_ps()}; }
 static inline V vset1(float x) { return {_mm256_set1_ps(x)}; }
 static inline V vload(const float* p) { return {_mm256_loadu_ps(p)}; }
+// A vector loaded once and used by several FMAs stays in a register: without this GCC folds the
+// load into every FMA (one load per FMA), and the load ports, not the FMA units, set the pace.
+static inline V vkeep(V a) { __asm__("" : "+x"(a.v)); return a; }
 static inline void vstore(float* p, V a) { _mm256_storeu_ps(p, a.v); }
 static inline V vfma(V a, V b, V c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 static inline V vadd(V a, V b) { return {_mm256_add_ps(a.v, b.v)}; }
 static inline V vsub(V a, V b) { return {_mm256_sub_ps(a.v, b.v)}; }
 static inline V vmaxn(V a, V b) { return {max8_nan(a.v, b.v)}; }
 static inline float vsum(V a) { return hsum8(a.v); }
+// Lane i = vsum(a[i]) for 8 vectors at once, each sum in vsum's order ((a0+a4) + (a2+a6)) +
+// ((a1+a5) + (a3+a7)): a transposing reduction, 21 instructions instead of 8 separate trees.
+static inline V vsum8(const V* a) {
+  auto halves = [](__m256 x, __m256 y) {  // [x.lo + x.hi | y.lo + y.hi]
+    return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  };
+  auto pairs = [](__m256 x, __m256 y) {  // per 128-bit lane: [x0 + x2, x1 + x3, y0 + y2, y1 + y3]
+    return _mm256_add_ps(_mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
+  };
+  const __m256 w0 = pairs(halves(a[0].v, a[4].v), halves(a[1].v, a[5].v));
+  const __m256 w1 = pairs(halves(a[2].v, a[6].v), halves(a[3].v, a[7].v));
+  return {_mm256_add_ps(_mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)), _mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
 static inline V vexp(V a) { return {exp8(a.v)}; }
 template <ElemType T>
 static inline V vload_elem(const void* row, int64_t e) {
@@ -51,6 +67,7 @@ struct V { float v[8]; };
 static inline V vzero() { V r; for (int i = 0; i < 8; ++i) r.v[i] = 0.0f; return r; }
 static inline V vset1(float x) { V r; for (int i = 0; i < 8; ++i) r.v[i] = x; return r; }
 static inline V vload(const float* p) { V r; for (int i = 0; i < 8; ++i) r.v[i] = p[i]; return r; }
+static inline V vkeep(V a) { return a; }
 static inline void vstore(float* p, V a) { for (int i = 0; i < 8; ++i) p[i] = a.v[i]; }
 static inline V vfma(V a, V b, V c) { V r; for (int i = 0; i < 8; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]); return r; }
 static inline V vadd(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] + b.v[i]; return r; }
@@ -66,6 +83,7 @@ static inline float vsum(V a) {
   for (int i = 0; i < 4; ++i) s[i] = a.v[i] + a.v[i + 4];
   return (s[0] + s[2]) + (s[1] + s[3]);
 }
+static inline V vsum8(const V* a) { V r; for (int i = 0; i < 8; ++i) r.v[i] = vsum(a[i]); return r; }
 static inline V vexp(V a) { V r; for (int i = 0; i < 8; ++i) r.v[i] = exp_poly(a.v[i]); return r; }
 template <ElemType T>
 static inline V vload_elem(const void* row, int64_t e) {
@@ -85,12 +103,31 @@ static inline V vround_bf16(V a) {
 }
 #endif
 
+// ------------------------------------------------------------------ prefetch
+// The rows of the tile ahead, prefetched a few cache lines at a time between micro-kernel calls: a
+// burst of a whole tile's lines fills the miss buffers and stalls the core until they return.
+struct RowPrefetch {
+  const void* const* rows = nullptr;
+  int64_t n = 0, lines = 0;  // rows, cache lines per row
+  int64_t per_call = 0;      // lines per step: all of them over the expected number of steps
+  int64_t row = 0, line = 0;
+  void pace(int64_t steps) { per_call = (n * lines + steps - 1) / std::max<int64_t>(1, steps); }
+  void step() { step(per_call); }
+  void step(int64_t k) {
+    for (; k > 0 && row < n; --k) {
+      __builtin_prefetch(static_cast<const char*>(rows[row]) + line * 64);
+      if (++line == lines) { line = 0; ++row; }
+    }
+  }
+  void rest() { step((n - row) * lines); }
+};
+
 // ------------------------------------------------------------------ scores
-// s[j*ns + (t - c0)] = q_j . k_t + kbias_j for the group's query heads j and the rows of one tile.
+// s[j*ns + r] = (q_j . k_r + kbias_j) * scale for the group's query heads j and the NT rows r at
+// krow (any D: one reduction per (row, head), the D % 8 tail in scalar).
 template <ElemType KV, int NH, int NT>
-static inline void score_rows(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
-                              const void* const* krow, int64_t col) {
-  const int64_t d = p.head_dim;
+static inline void score_rows(const float* q, int64_t d, const float* kb, float scale, float* s, int64_t ns,
+                              const void* const* krow) {
   V acc[NT][NH];  // NT positions x NH heads: independent FMA chains, each q load shared by NT rows
   for (int r = 0; r < NT; ++r)
     for (int j = 0; j < NH; ++j) acc[r][j] = vzero();
@@ -99,124 +136,215 @@ static inline void score_rows(const Plan& p, const float* qf, const float* kbias
     V kv[NT];
     for (int r = 0; r < NT; ++r) kv[r] = vload_elem<KV>(krow[r], e);
     for (int j = 0; j < NH; ++j) {
-      const V qv = vload(qf + (j0 + j) * d + e);
+      const V qv = vload(q + j * d + e);
       for (int r = 0; r < NT; ++r) acc[r][j] = vfma(qv, kv[r], acc[r][j]);
     }
   }
   for (int r = 0; r < NT; ++r) {
     for (int j = 0; j < NH; ++j) {
       float x = vsum(acc[r][j]);
-      for (int64_t e2 = e; e2 < d; ++e2) x += qf[(j0 + j) * d + e2] * load_elem<KV>(krow[r], e2);
-      s[(j0 + j) * ns + col + r] = x + kbias[j0 + j];
+      for (int64_t e2 = e; e2 < d; ++e2) x += q[j * d + e2] * load_elem<KV>(krow[r], e2);
+      s[j * ns + r] = (x + kb[j]) * scale;
     }
   }
 }
 
-template <ElemType KV, int NH>
-static void score_block(const Plan& p, const float* qf, const float* kbias, int64_t j0, float* s, int64_t ns,
-                        const void* const* rows, int64_t t0, int64_t t1, int64_t c0) {
-  int64_t t = t0;
-  for (; t + 2 <= t1; t += 2) score_rows<KV, NH, 2>(p, qf, kbias, j0, s, ns, rows + (t - t0), t - c0);
-  for (; t < t1; ++t) score_rows<KV, NH, 1>(p, qf, kbias, j0, s, ns, rows + (t - t0), t - c0);
+// The same for NT rows x NH heads with NT * NH = 8 and D % 8 == 0 (DC: D fixed at compile time,
+// 0 = run time): the K vectors of a row are converted once per NH heads, each q vector is loaded
+// once for NT rows, and the 8 sums are one transposing reduction.
+template <ElemType KV, int NT, int NH, int DC>
+static inline void score_rows8(const float* q, int64_t d_rt, const float* kb, float scale, float* s, int64_t ns,
+                               const void* const* krow) {
+  static_assert(NT * NH == 8, "one reduction of 8 accumulators");
+  const int64_t d = DC ? DC : d_rt;
+  V acc[NT * NH];
+  for (int i = 0; i < NT * NH; ++i) acc[i] = vzero();
+  for (int64_t e = 0; e < d; e += 8) {
+    V kv[NT];
+    for (int r = 0; r < NT; ++r) kv[r] = vload_elem<KV>(krow[r], e);
+    for (int j = 0; j < NH; ++j) {
+      const V qv = NT > 1 ? vkeep(vload(q + j * d + e)) : vload(q + j * d + e);
+      for (int r = 0; r < NT; ++r) acc[r * NH + j] = vfma(qv, kv[r], acc[r * NH + j]);
+    }
+  }
+  float x[8];
+  vstore(x, vsum8(acc));
+  for (int r = 0; r < NT; ++r)
+    for (int j = 0; j < NH; ++j) s[j * ns + r] = (x[r * NH + j] + kb[j]) * scale;
+}
+
+// Heads [0, NH) of the nt rows of one tile (q, kb, s offset to the first head / row).
+template <ElemType KV, int NH, int DC>
+static void score_heads(const float* q, int64_t d, const float* kb, float scale, float* s, int64_t ns,
+                        const void* const* rows, int64_t nt, RowPrefetch& pf) {
+  constexpr int NT = 8 / NH;
+  int64_t t = 0;
+  if (d % 8 == 0)
+    for (; t + NT <= nt; t += NT) {
+      score_rows8<KV, NT, NH, DC>(q, d, kb, scale, s + t, ns, rows + t);
+      pf.step();
+    }
+  for (; t + 2 <= nt; t += 2) score_rows<KV, NH, 2>(q, d, kb, scale, s + t, ns, rows + t);
+  for (; t < nt; ++t) score_rows<KV, NH, 1>(q, d, kb, scale, s + t, ns, rows + t);
+}
+
+// Every head of a group over the nt rows of one tile: blocks of 4, 2 and 1 heads.
+template <ElemType KV, int DC>
+static void score_tile_d(int64_t g, const float* qf, int64_t d, const float* kbias, float scale, float* s, int64_t ns,
+                         const void* const* rows, int64_t nt, RowPrefetch& pf) {
+  int64_t j0 = 0;
+  for (; j0 + 4 <= g; j0 += 4) score_heads<KV, 4, DC>(qf + j0 * d, d, kbias + j0, scale, s + j0 * ns, ns, rows, nt, pf);
+  for (; j0 + 2 <= g; j0 += 2) score_heads<KV, 2, DC>(qf + j0 * d, d, kbias + j0, scale, s + j0 * ns, ns, rows, nt, pf);
+  for (; j0 < g; ++j0) score_heads<KV, 1, DC>(qf + j0 * d, d, kbias + j0, scale, s + j0 * ns, ns, rows, nt, pf);
+}
+
+template <ElemType KV>
+static void score_tile(int64_t g, const float* qf, int64_t d, const float* kbias, float scale, float* s, int64_t ns,
+                       const void* const* rows, int64_t nt, RowPrefetch& pf) {
+  if (d == 128) score_tile_d<KV, 128>(g, qf, d, kbias, scale, s, ns, rows, nt, pf);
+  else score_tile_d<KV, 0>(g, qf, d, kbias, scale, s, ns, rows, nt, pf);
 }
 
 // ------------------------------------------------------------------ P.V
 // acc[j*D + e] += P[j][t] * v_t[e] over the live rows t of one tile, t in increasing order.
-template <ElemType KV, int NH, int NE>
-static inline void pv_cols(const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t t0,
-                           int64_t t1, int64_t c0, int64_t j0, int64_t d, int64_t e, float* acc) {
+// AllLive: every row of the tile is live (no mask), the per-row test is compiled out.
+template <ElemType KV, int NH, int NE, bool AllLive>
+static inline void pv_cols(const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t nt,
+                           int64_t d, int64_t e, float* acc) {
   V a[NH][NE];  // NH heads x NE column vectors: independent FMA chains over the rows
   for (int j = 0; j < NH; ++j)
-    for (int c = 0; c < NE; ++c) a[j][c] = vload(acc + (j0 + j) * d + e + 8 * c);
-  for (int64_t t = t0; t < t1; ++t) {
-    if (!live[t - c0]) continue;
+    for (int c = 0; c < NE; ++c) a[j][c] = vload(acc + j * d + e + 8 * c);
+  for (int64_t t = 0; t < nt; ++t) {
+    if (!AllLive && !live[t]) continue;
     V vv[NE];
-    for (int c = 0; c < NE; ++c) vv[c] = vload_elem<KV>(rows[t - t0], e + 8 * c);
+    for (int c = 0; c < NE; ++c) vv[c] = vload_elem<KV>(rows[t], e + 8 * c);
     for (int j = 0; j < NH; ++j) {
-      const V pj = vset1(pm[(j0 + j) * ns + (t - c0)]);
+      const V pj = vset1(pm[j * ns + t]);
       for (int c = 0; c < NE; ++c) a[j][c] = vfma(pj, vv[c], a[j][c]);
     }
   }
   for (int j = 0; j < NH; ++j)
-    for (int c = 0; c < NE; ++c) vstore(acc + (j0 + j) * d + e + 8 * c, a[j][c]);
+    for (int c = 0; c < NE; ++c) vstore(acc + j * d + e + 8 * c, a[j][c]);
 }
 
-template <ElemType KV, int NH>
-static void pv_block(const Plan& p, const float* pm, int64_t ns, const uint8_t* live, const void* const* rows,
-                     int64_t t0, int64_t t1, int64_t c0, int64_t j0, float* acc) {
-  const int64_t d = p.head_dim;
+// Heads j0 .. j0 + NH of the rows of one tile; pm, live and acc already offset to head j0 / the tile's
+// first row.
+template <ElemType KV, int NH, bool AllLive>
+static void pv_block(const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t nt, int64_t d,
+                     float* acc, RowPrefetch& pf) {
   int64_t e = 0;
-  for (; e + 16 <= d; e += 16) pv_cols<KV, NH, 2>(pm, ns, live, rows, t0, t1, c0, j0, d, e, acc);
-  for (; e + 8 <= d; e += 8) pv_cols<KV, NH, 1>(pm, ns, live, rows, t0, t1, c0, j0, d, e, acc);
+  for (; e + 16 <= d; e += 16) {
+    pv_cols<KV, NH, 2, AllLive>(pm, ns, live, rows, nt, d, e, acc);
+    pf.step();
+  }
+  for (; e + 8 <= d; e += 8) pv_cols<KV, NH, 1, AllLive>(pm, ns, live, rows, nt, d, e, acc);
   for (; e < d; ++e) {
-    for (int64_t t = t0; t < t1; ++t) {
-      if (!live[t - c0]) continue;
-      float x = load_elem<KV>(rows[t - t0], e);
-      for (int j = 0; j < NH; ++j) acc[(j0 + j) * d + e] += pm[(j0 + j) * ns + (t - c0)] * x;
+    for (int64_t t = 0; t < nt; ++t) {
+      if (!AllLive && !live[t]) continue;
+      float x = load_elem<KV>(rows[t], e);
+      for (int j = 0; j < NH; ++j) acc[j * d + e] += pm[j * ns + t] * x;
     }
   }
+}
+
+template <ElemType KV, bool AllLive>
+static void pv_tile(int64_t g, const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t nt,
+                    int64_t d, float* acc, RowPrefetch& pf) {
+  int64_t j0 = 0;
+  for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4, AllLive>(pm + j0 * ns, ns, live, rows, nt, d, acc + j0 * d, pf);
+  for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2, AllLive>(pm + j0 * ns, ns, live, rows, nt, d, acc + j0 * d, pf);
+  for (; j0 < g; ++j0) pv_block<KV, 1, AllLive>(pm + j0 * ns, ns, live, rows, nt, d, acc + j0 * d, pf);
 }
 
 // ------------------------------------------------------------------ one work unit, float dataflow (§7.3, §7.4)
 // A unit is ng items of one batch and chunk with consecutive KV heads. Their rows are visited tile
 // by tile, all heads of a tile together: in BSH/BSND (and paged BSH) caches the heads of a
-// position are adjacent, so the unit reads the cache in memory order. The rows of the next tile
-// are prefetched.
+// position are adjacent, so the unit reads the cache in memory order. While head gi of a tile is
+// processed, the rows of head gi of the next tile are prefetched.
 constexpr int64_t kTile = 16;
 
+// Row pointers of positions [t0, t1) for the ng heads of a unit (row gi*kTile + t - t0): the items
+// share batch and chunk, so a position's offset (one page lookup) serves every head.
 template <ElemType KV>
 static void tile_rows(const Plan& p, const Item* its, int64_t ng, bool key, int64_t t0, int64_t t1,
                       const void** rows) {
-  for (int64_t gi = 0; gi < ng; ++gi)
-    for (int64_t t = t0; t < t1; ++t) rows[gi * kTile + t - t0] = kv_row(p, key, its[gi].b, its[gi].g, t);
-  const int64_t bytes = p.head_dim * elem_size(KV);
-  for (int64_t t = t1; t < std::min(its[0].c1, t1 + kTile); ++t) {
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const char* r = static_cast<const char*>(kv_row(p, key, its[gi].b, its[gi].g, t));
-      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o);
-    }
+  const int64_t b = its[0].b, ts = p.t_stride[b], gs = p.g_stride[b];
+  const char* base = static_cast<const char*>(key ? p.k_base[b] : p.v_base[b]);
+  constexpr int64_t es = KV == ElemType::f32 ? 4 : KV == ElemType::i8 ? 1 : 2;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t pos = p.paged ? p.block_table[b * p.table_stride + t / p.block_size] * p.page_stride +
+                                      (t % p.block_size) * ts
+                                : t * ts;
+    for (int64_t gi = 0; gi < ng; ++gi) rows[gi * kTile + t - t0] = base + (pos + its[gi].g * gs) * es;
   }
 }
 
-// Scores of every group of a unit, tile by tile; per group gi the scratch block at gi*blk holds
-// qf [G, D], kbias [G] and the scores [G, ns].
+// body(gi, rows of head gi, t0, t1) for every tile [t0, t1) of the unit's chunk and head gi;
+// rows holds 2 * ng * kTile pointers (this tile's and the next one's).
+template <ElemType KV, class Body>
+static void for_each_tile(const Plan& p, const Item* its, int64_t ng, bool key, const void** rows, Body&& body) {
+  const int64_t c0 = its[0].c0, c1 = its[0].c1, bytes = p.head_dim * elem_size(KV);
+  const void** cur = rows;
+  const void** ahead = rows + ng * kTile;
+  tile_rows<KV>(p, its, ng, key, c0, std::min(c1, c0 + kTile), cur);
+  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+    const int64_t t1 = std::min(c1, t0 + kTile), a1 = std::min(c1, t1 + kTile);
+    if (t1 < a1) tile_rows<KV>(p, its, ng, key, t1, a1, ahead);
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      RowPrefetch pf;
+      pf.rows = ahead + gi * kTile;
+      pf.n = a1 - t1;
+      pf.lines = (bytes + 63) / 64;
+      body(gi, cur + gi * kTile, t0, t1, pf);
+      pf.rest();
+    }
+    std::swap(cur, ahead);
+  }
+}
+
+// Scores of every group of a unit, multiplied by scale; per group gi the scratch block at gi*blk
+// holds qf [G, D], kbias [G] and the scores [G, ns].
 template <ElemType KV>
 static void unit_scores(const Plan& p, const Item* its, int64_t ng, float* scratch, int64_t blk, int64_t ns,
-                        const void** rows) {
-  const int64_t g = p.group, d = p.head_dim, c0 = its[0].c0, c1 = its[0].c1;
-  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
-    const int64_t t1 = std::min(c1, t0 + kTile);
-    tile_rows<KV>(p, its, ng, true, t0, t1, rows);
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const void* const* r = rows + gi * kTile;
-      float* qf = scratch + gi * blk;
-      float *kb = qf + g * d, *s = kb + g;
-      int64_t j0 = 0;
-      for (; j0 + 4 <= g; j0 += 4) score_block<KV, 4>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-      for (; j0 + 2 <= g; j0 += 2) score_block<KV, 2>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-      for (; j0 < g; ++j0) score_block<KV, 1>(p, qf, kb, j0, s, ns, r, t0, t1, c0);
-    }
-  }
+                        float scale, const void** rows) {
+  const int64_t g = p.group, d = p.head_dim, c0 = its[0].c0;
+  for_each_tile<KV>(p, its, ng, true, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1, RowPrefetch& pf) {
+    const float* qf = scratch + gi * blk;
+    const float* kb = qf + g * d;
+    pf.pace((g + 3) / 4 * std::max<int64_t>(1, (t1 - t0) / 2));  // score_rows8 calls of this tile
+    score_tile<KV>(g, qf, d, kb, scale, scratch + gi * blk + g * d + g + (t0 - c0), ns, r, t1 - t0, pf);
+  });
 }
 
 // P.V of every group of a unit, tile by tile: P of group gi at p_of(gi) ([G, ns]), live rows at live_of(gi).
 template <ElemType KV, class POf, class LiveOf>
 static void unit_pv(const Plan& p, const Item* its, int64_t ng, PartialView* outs, int64_t ns, POf p_of,
                     LiveOf live_of, const void** rows) {
-  const int64_t g = p.group, c0 = its[0].c0, c1 = its[0].c1;
-  for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
-    const int64_t t1 = std::min(c1, t0 + kTile);
-    tile_rows<KV>(p, its, ng, false, t0, t1, rows);
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      const void* const* r = rows + gi * kTile;
-      const float* pm = p_of(gi);
-      const uint8_t* live = live_of(gi);
-      float* acc = outs[gi].acc;
-      int64_t j0 = 0;
-      for (; j0 + 4 <= g; j0 += 4) pv_block<KV, 4>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
-      for (; j0 + 2 <= g; j0 += 2) pv_block<KV, 2>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
-      for (; j0 < g; ++j0) pv_block<KV, 1>(p, pm, ns, live, r, t0, t1, c0, j0, acc);
-    }
+  const int64_t g = p.group, c0 = its[0].c0;
+  for_each_tile<KV>(p, its, ng, false, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1, RowPrefetch& pf) {
+    const float* pm = p_of(gi) + (t0 - c0);
+    const uint8_t* live = live_of(gi) + (t0 - c0);
+    bool all_live = true;
+    for (int64_t t = 0; t < t1 - t0 && all_live; ++t) all_live = live[t] != 0;
+    pf.pace((g + 3) / 4 * std::max<int64_t>(1, p.head_dim / 16));  // pv_cols calls of this tile
+    if (all_live) pv_tile<KV, true>(g, pm, ns, live, r, t1 - t0, p.head_dim, outs[gi].acc, pf);
+    else pv_tile<KV, false>(g, pm, ns, live, r, t1 - t0, p.head_dim, outs[gi].acc, pf);
+  });
+}
+
+// out[e] = float(row[off + e]) for e < d.
+template <ElemType T>
+static void load_row_f32_t(const void* base, int64_t off, int64_t d, float* out) {
+  int64_t e = 0;
+  for (; e + 8 <= d; e += 8) vstore(out + e, vload_elem<T>(base, off + e));
+  for (; e < d; ++e) out[e] = load_elem<T>(base, off + e);
+}
+static void load_row_f32(ElemType t, const void* base, int64_t off, int64_t d, float* out) {
+  switch (t) {
+    case ElemType::f16: return load_row_f32_t<ElemType::f16>(base, off, d, out);
+    case ElemType::bf16: return load_row_f32_t<ElemType::bf16>(base, off, d, out);
+    case ElemType::i8: return load_row_f32_t<ElemType::i8>(base, off, d, out);
+    default: return load_row_f32_t<ElemType::f32>(base, off, d, out);
   }
 }
 
@@ -226,7 +354,7 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
   const int64_t g = p.group, d = p.head_dim, b = its[0].b, c0 = its[0].c0, c1 = its[0].c1;
   const int64_t n = c1 - c0, ns = (n + 7) / 8 * 8, blk = g * d + g + g * ns + ns;
   scratch.resize(static_cast<size_t>(ng * blk));
-  rows.resize(static_cast<size_t>(ng * kTile));
+  rows.resize(static_cast<size_t>(2 * ng * kTile));
   auto qf_of = [&](int64_t gi) { return scratch.data() + gi * blk; };
   auto kbias_of = [&](int64_t gi) { return qf_of(gi) + g * d; };
   auto s_of = [&](int64_t gi) { return kbias_of(gi) + g; };
@@ -238,23 +366,23 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
     float* qf = qf_of(gi);
     for (int64_t j = 0; j < g; ++j) {
       const int64_t h = kvh * g + j;
+      float* qj = qf + j * d;
+      load_row_f32(p.q_type, p.query, (b * p.heads_q + h) * d, d, qj);
+      if (p.aq_scale)
+        for (int64_t e = 0; e < d; ++e) qj[e] *= p.aq_scale[p.aq_channel ? kvh * d + e : 0];
       float bias = 0.0f;
-      for (int64_t e = 0; e < d; ++e) {
-        float x = load_elem_rt(p.q_type, p.query, (b * p.heads_q + h) * d + e);
-        if (p.aq_scale) x *= p.aq_scale[p.aq_channel ? kvh * d + e : 0];
-        qf[j * d + e] = x;
-        if (p.aq_offset) bias += x * p.aq_offset[p.aq_channel ? kvh * d + e : 0];
-      }
+      if (p.aq_offset)
+        for (int64_t e = 0; e < d; ++e) bias += qj[e] * p.aq_offset[p.aq_channel ? kvh * d + e : 0];
       kbias_of(gi)[j] = bias;
     }
   }
-  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, rows.data());
+  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, p.scale, rows.data());
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t kvh = its[gi].g;
     float* s = s_of(gi);
     uint8_t* live = live_of(gi);
     const PartialView& out = outs[gi];
-    // scale, pse, mask; kept counts and live positions
+    // pse and mask on the scaled scores; kept counts and live positions
     for (int64_t t = 0; t < ns; ++t) live[t] = 0;
     for (int64_t j = 0; j < g; ++j) {
       const int64_t h = kvh * g + j;
@@ -262,13 +390,12 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
       const uint8_t* mrow = p.mask ? p.mask + b * p.mask_b + h * p.mask_h : nullptr;
       const int64_t pse_row = b * p.pse_b + h * p.pse_h;
       int64_t kept = 0;
-      if (!p.pse && !mrow) {  // the common decode step: every position kept, scores only scaled
-        for (int64_t t = 0; t < n; ++t) sj[t] = sj[t] * p.scale;
+      if (!p.pse && !mrow) {  // the common decode step: every position kept
         kept = n;
         if (j == 0) std::memset(live, 1, static_cast<size_t>(n));
       }
       for (int64_t t = 0; t < n && (p.pse || mrow); ++t) {
-        float x = sj[t] * p.scale;
+        float x = sj[t];
         if (p.pse) x += load_elem_rt(p.pse_type, p.pse, pse_row + c0 + t);
         if (mrow && mrow[c0 + t]) x = -INFINITY;
         else { ++kept; live[t] = 1; }
@@ -334,7 +461,7 @@ static void int8_scores_unit(const Plan& p, const Item* its, int64_t ng, Partial
   const int64_t len = p.ends[b] - p.starts[b];
   const float scale16 = fp16_to_float(float_to_fp16_rne(p.scale));
   scratch.resize(static_cast<size_t>(ng * blk));
-  rows.resize(static_cast<size_t>(ng * kTile));
+  rows.resize(static_cast<size_t>(2 * ng * kTile));
   for (int64_t gi = 0; gi < ng; ++gi) {
     float* qf = scratch.data() + gi * blk;
     for (int64_t j = 0; j < g; ++j) {
@@ -343,7 +470,7 @@ static void int8_scores_unit(const Plan& p, const Item* its, int64_t ng, Partial
       qf[g * d + j] = 0.0f;
     }
   }
-  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, rows.data());
+  unit_scores<KV>(p, its, ng, scratch.data(), blk, ns, 1.0f, rows.data());
   for (int64_t gi = 0; gi < ng; ++gi) {
     const float* s = scratch.data() + gi * blk + g * d + g;
     for (int64_t j = 0; j < g; ++j) {
@@ -377,7 +504,7 @@ static void int8_pv_unit(const Plan& p, const Item* its, int64_t ng, PartialView
   const int64_t len = p.ends[b] - p.starts[b];
   const float qs1_16 = fp16_to_float(float_to_fp16_rne(p.qs1));
   scratch.resize(static_cast<size_t>(ng * blk));
-  rows.resize(static_cast<size_t>(ng * kTile));
+  rows.resize(static_cast<size_t>(2 * ng * kTile));
   for (int64_t gi = 0; gi < ng; ++gi) {
     float* p8 = scratch.data() + gi * blk;
     uint8_t* live = reinterpret_cast<uint8_t*>(p8 + g * ns);

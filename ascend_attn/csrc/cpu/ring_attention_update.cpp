@@ -75,8 +75,13 @@ ASCEND_ATTN_AVX2 inline void merge_stats_avx2(const Plan& p, int64_t row, float*
   __m256 sp = _mm256_mul_ps(_mm256_loadu_ps(p.prev_sum + o), exp8(_mm256_sub_ps(pm, m)));
   __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(p.cur_sum + o), exp8(_mm256_sub_ps(cm, m)));
   __m256 s = _mm256_add_ps(sp, sc);
-  _mm256_storeu_ps(p.new_max + o, m);
-  _mm256_storeu_ps(p.new_sum + o, s);
+  if ((reinterpret_cast<uintptr_t>(p.new_max + o) & 31) == 0 && (reinterpret_cast<uintptr_t>(p.new_sum + o) & 31) == 0) {
+    _mm256_stream_ps(p.new_max + o, m);  // write-only outputs: no read of their lines first
+    _mm256_stream_ps(p.new_sum + o, s);
+  } else {
+    _mm256_storeu_ps(p.new_max + o, m);
+    _mm256_storeu_ps(p.new_sum + o, s);
+  }
   *wp = _mm256_cvtss_f32(_mm256_div_ps(sp, s));
   *wc = _mm256_cvtss_f32(_mm256_div_ps(sc, s));
 }
@@ -116,21 +121,44 @@ ASCEND_ATTN_AVX2 inline __m256 load8(const void* base, int64_t i) {
   else return _mm256_loadu_ps(static_cast<const float*>(base) + i);
 }
 
+// 16 outputs rounded into the attention dtype, written with one 32-byte store: streaming (the
+// output is write-only here, a non-temporal store skips reading its lines first) when aligned.
 template <ElemType T>
-ASCEND_ATTN_AVX2 inline void store8(void* base, int64_t i, __m256 v) {
-  if constexpr (T == ElemType::f16) store8_f16_rne(static_cast<uint16_t*>(base) + i, v);
-  else if constexpr (T == ElemType::bf16) store8_bf16_rne(static_cast<uint16_t*>(base) + i, v);
-  else _mm256_storeu_ps(static_cast<float*>(base) + i, v);
+ASCEND_ATTN_AVX2 inline __m256i pack16(__m256 lo, __m256 hi) {
+  if constexpr (T == ElemType::f16) {
+    const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    return _mm256_set_m128i(_mm256_cvtps_ph(hi, rne), _mm256_cvtps_ph(lo, rne));
+  } else {  // bf16 RNE with NaN kept quiet
+    // packus interleaves the 128-bit lanes: [lo0-3, hi0-3, lo4-7, hi4-7] -> reorder the 64-bit quarters
+    return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_rne_bits8(lo), bf16_rne_bits8(hi)), _MM_SHUFFLE(3, 1, 2, 0));
+  }
 }
 
 template <ElemType T>
 ASCEND_ATTN_AVX2 void blend_avx2(const Plan& p, int64_t e0, int64_t n, float wp, float wc) {
   const __m256 vp = _mm256_set1_ps(wp), vc = _mm256_set1_ps(wc);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 a = _mm256_mul_ps(load8<T>(p.prev_attn, e0 + i), vp);
-    __m256 b = _mm256_mul_ps(load8<T>(p.cur_attn, e0 + i), vc);
-    store8<T>(p.out_attn, e0 + i, _mm256_add_ps(a, b));
+  if constexpr (T == ElemType::f32) {
+    float* out = static_cast<float*>(p.out_attn) + e0;
+    const bool stream = (reinterpret_cast<uintptr_t>(out) & 31) == 0;
+    for (; i + 8 <= n; i += 8) {
+      __m256 a = _mm256_mul_ps(load8<T>(p.prev_attn, e0 + i), vp);
+      __m256 b = _mm256_mul_ps(load8<T>(p.cur_attn, e0 + i), vc);
+      if (stream) _mm256_stream_ps(out + i, _mm256_add_ps(a, b));
+      else _mm256_storeu_ps(out + i, _mm256_add_ps(a, b));
+    }
+  } else {
+    uint16_t* out = static_cast<uint16_t*>(p.out_attn) + e0;
+    const bool stream = (reinterpret_cast<uintptr_t>(out) & 31) == 0;
+    for (; i + 16 <= n; i += 16) {
+      __m256 lo = _mm256_add_ps(_mm256_mul_ps(load8<T>(p.prev_attn, e0 + i), vp),
+                                _mm256_mul_ps(load8<T>(p.cur_attn, e0 + i), vc));
+      __m256 hi = _mm256_add_ps(_mm256_mul_ps(load8<T>(p.prev_attn, e0 + i + 8), vp),
+                                _mm256_mul_ps(load8<T>(p.cur_attn, e0 + i + 8), vc));
+      __m256i packed = pack16<T>(lo, hi);
+      if (stream) _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), packed);
+      else _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), packed);
+    }
   }
   if (i < n) blend_scalar(p, e0 + i, n - i, wp, wc);
 }
@@ -177,8 +205,14 @@ void process_units(const Plan& p, int64_t u0, int64_t u1) {
 }
 
 void process(const Plan& p, int64_t u0, int64_t u1) {
-  if (cpu_features().avx2) process_units<true>(p, u0, u1);
-  else process_units<false>(p, u0, u1);
+#if defined(__x86_64__)
+  if (cpu_features().avx2) {
+    process_units<true>(p, u0, u1);
+    _mm_sfence();  // the streaming stores are visible before the caller reads the outputs
+    return;
+  }
+#endif
+  process_units<false>(p, u0, u1);
 }
 
 // ------------------------------------------------------------------ ATen binding

@@ -1,12 +1,12 @@
 // FlashAttention varlen (TND) forward V4 / grad V4 on CPU: the framework-neutral core shared by
 // flash_attention_fwd.cpp and flash_attention_grad.cpp (semantics.md §2-§6).
 //
-// Everything here works on plain float32 pointers: the ATen bindings convert fp16/bf16 inputs to
-// float32 once (exact), so every matrix product is an fp32 GEMM (gemm.h) whose operands are exact
-// fp16/bf16 values: products exact, accumulation fp32, as the spec asks. The K / V rows of a head
-// are laid out as the products read them once per (sequence, kv head) and thread (HeadLayout). P and dS are rounded to the input
-// dtype's grid (kept as float32 values) before their products; outputs are rounded the same way
-// and narrowed exactly by the binding.
+// The products are fp32 GEMMs (gemm.h) whose operands are exact fp16/bf16 values: products exact,
+// accumulation fp32, as the spec asks. Inputs are read in their own dtype and converted to float32
+// row by row (load_row) as K / V are laid out once per (sequence, kv head) and thread (HeadLayout)
+// and Q enters a tile; the backward's Q, dO and O arrive as float32 copies made by the binding.
+// P and dS are rounded to the input dtype's grid (kept as float32 values) before their products;
+// outputs are rounded the same way and narrowed exactly by the binding.
 //
 // Work is split into (query block x key block) tiles; a tile's scores stay in one cache-resident
 // [rows, cols] buffer while scale, pse, mask, softmax, dropout and rounding run over it.

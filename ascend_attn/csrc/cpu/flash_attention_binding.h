@@ -108,6 +108,17 @@ inline void bind_plan(BoundPlan& out, const at::Tensor& query, const at::Tensor&
   }
 }
 
+// Runs process(item, tiles) over the work items in parallel: each thread has its own Tiles and a
+// single-threaded BLAS, and every item owns its outputs, so results do not depend on the thread count.
+template <class Tiles, class Item, class F>
+void run_items(const Plan& plan, const std::vector<Item>& items, F&& process) {
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+    SingleThreadedGemm single;
+    Tiles tiles(plan);
+    for (int64_t it = begin; it < end; ++it) process(items[it], tiles);
+  });
+}
+
 // A float32 result holding values on the dtype's grid -> a tensor of that dtype (exact).
 inline at::Tensor narrow_exact(const at::Tensor& values, at::ScalarType dtype) {
   return dtype == at::kFloat ? values : values.to(dtype);

@@ -51,11 +51,7 @@ class ForwardKernel {
   }
 
   void run() {
-    at::parallel_for(0, static_cast<int64_t>(items_.size()), 1, [&](int64_t begin, int64_t end) {
-      SingleThreadedGemm single;
-      ForwardTiles tiles(p_);
-      for (int64_t it = begin; it < end; ++it) Process(items_[it], tiles);
-    });
+    run_items<ForwardTiles>(p_, items_, [this](const ForwardItem& item, ForwardTiles& t) { Process(item, t); });
   }
 
  private:

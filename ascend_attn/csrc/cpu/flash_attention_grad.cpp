@@ -56,11 +56,7 @@ class GradKernel {
   }
 
   void run() {
-    at::parallel_for(0, static_cast<int64_t>(items_.size()), 1, [&](int64_t begin, int64_t end) {
-      SingleThreadedGemm single;
-      GradTiles tiles(p_);
-      for (int64_t it = begin; it < end; ++it) Process(items_[it], tiles);
-    });
+    run_items<GradTiles>(p_, items_, [this](const GradItem& item, GradTiles& t) { Process(item, t); });
   }
 
  private:

@@ -5,7 +5,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace ascend_attn_cpu {
 
@@ -21,6 +26,23 @@ struct CpuFeatures {
 };
 
 const CpuFeatures& cpu_features();
+
+// ----------------------------------------------------------------------------- memory
+// Asks the kernel for transparent huge pages on a fresh, not yet touched output buffer (Linux,
+// THP mode "madvise"): the first touch of a large output otherwise costs one page fault per 4 KiB,
+// measured at 3x the time of writing the data on a VM. Only the 2 MiB-aligned interior is advised.
+inline void advise_huge_pages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  if (bytes < 2 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
 
 // ----------------------------------------------------------------------------- rounding
 inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }

@@ -10,10 +10,6 @@
 
 #include "common.h"
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define ASCEND_ATTN_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -22,22 +18,6 @@
 namespace ascend_attn_cpu {
 
 enum class ElemType : int { f32 = 0, f16 = 1, bf16 = 2, i8 = 3 };
-
-// Asks the kernel for transparent huge pages on a fresh, not yet touched output buffer (Linux,
-// THP mode "madvise"): the first touch of a large output otherwise costs one page fault per 4 KiB,
-// measured at 3x the time of writing the data on a VM. Only the 2 MiB-aligned interior is advised.
-inline void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  if (bytes < 2 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)data;
-  (void)bytes;
-#endif
-}
 
 // float32 -> float16 bits, round to nearest even (IEEE; what tensor.to(float16) does).
 inline uint16_t float_to_fp16_rne(float f) {

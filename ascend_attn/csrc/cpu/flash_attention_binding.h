@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "flash_attention.h"
+#include "fresh_tensor.h"
 
 namespace ascend_attn_cpu {
 namespace fa {
@@ -28,7 +29,10 @@ struct BoundPlan {
   at::Tensor pse, drop_mask, atten_mask;  // float32 / uint8 contiguous copies (or the inputs)
 };
 
-inline at::Tensor as_f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+inline at::Tensor as_f32(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat && t.is_contiguous()) return t;
+  return fresh_tensor(t.sizes(), t.options().dtype(at::kFloat)).copy_(t);
+}
 
 // The element type the kernels read a float tensor as (fp32 / fp16 / bf16).
 inline ElemType elem_type(const at::Tensor& t) {
@@ -121,7 +125,7 @@ void run_items(const Plan& plan, const std::vector<Item>& items, F&& process) {
 
 // A float32 result holding values on the dtype's grid -> a tensor of that dtype (exact).
 inline at::Tensor narrow_exact(const at::Tensor& values, at::ScalarType dtype) {
-  return dtype == at::kFloat ? values : values.to(dtype);
+  return dtype == at::kFloat ? values : fresh_tensor(values.sizes(), values.options().dtype(dtype)).copy_(values);
 }
 
 }  // namespace fa

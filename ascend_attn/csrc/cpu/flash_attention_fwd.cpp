@@ -160,9 +160,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_fwd(
   const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
   TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
               "flash attention native: query, key and value must share a dtype");
-  at::Tensor out = at::zeros(query.sizes(), query.options().dtype(at::kFloat));
-  at::Tensor smax = at::zeros({query.size(0), query.size(1), 8}, out.options());
-  at::Tensor ssum = at::zeros_like(smax);
+  at::Tensor out = fresh_tensor(query.sizes(), query.options().dtype(at::kFloat), /*zero=*/true);
+  at::Tensor smax = fresh_tensor({query.size(0), query.size(1), 8}, out.options(), /*zero=*/true);
+  at::Tensor ssum = fresh_tensor(smax.sizes(), out.options(), /*zero=*/true);
   ForwardKernel(bound.plan, q.data_ptr(), k.data_ptr(), v.data_ptr(), elem_type(q), out.data_ptr<float>(),
                 smax.data_ptr<float>(), ssum.data_ptr<float>())
       .run();

@@ -183,7 +183,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_grad(
   TORCH_CHECK(v.scalar_type() == k.scalar_type(), "flash attention native: key and value must share a dtype");
   const at::Tensor oin = as_f32(attention_in), smax = as_f32(softmax_max), ssum = as_f32(softmax_sum);
   const auto f32 = query.options().dtype(at::kFloat);
-  at::Tensor dq = at::zeros(query.sizes(), f32), dk = at::zeros(key.sizes(), f32), dv = at::zeros(value.sizes(), f32);
+  at::Tensor dq = fresh_tensor(query.sizes(), f32, /*zero=*/true), dk = fresh_tensor(key.sizes(), f32, /*zero=*/true),
+             dv = fresh_tensor(value.sizes(), f32, /*zero=*/true);
   GradKernel(bound.plan, q.data_ptr<float>(), k.data_ptr(), v.data_ptr(), elem_type(k), g.data_ptr<float>(),
              smax.data_ptr<float>(), ssum.data_ptr<float>(), oin.data_ptr<float>(), dq.data_ptr<float>(),
              dk.data_ptr<float>(), dv.data_ptr<float>())

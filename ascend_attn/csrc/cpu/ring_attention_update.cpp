@@ -25,6 +25,7 @@
 
 #include "common.h"
 #include "decode_simd.h"
+#include "fresh_tensor.h"
 
 namespace ascend_attn_cpu {
 namespace rau {
@@ -235,10 +236,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_attention_update_op(
   const at::Tensor prev = prev_attn_out.contiguous(), cur = cur_attn_out.contiguous();
   const at::Tensor pm = prev_softmax_max.contiguous(), ps = prev_softmax_sum.contiguous();
   const at::Tensor cm = cur_softmax_max.contiguous(), cs = cur_softmax_sum.contiguous();
-  at::Tensor out = at::empty(prev.sizes(), prev.options());
-  at::Tensor new_max = at::empty(pm.sizes(), pm.options().dtype(at::kFloat));
-  at::Tensor new_sum = at::empty(pm.sizes(), pm.options().dtype(at::kFloat));
-  for (at::Tensor* t : {&out, &new_max, &new_sum}) advise_huge_pages(t->data_ptr(), t->nbytes());
+  at::Tensor out = fresh_tensor(prev.sizes(), prev.options());
+  at::Tensor new_max = fresh_tensor(pm.sizes(), pm.options().dtype(at::kFloat));
+  at::Tensor new_sum = fresh_tensor(pm.sizes(), pm.options().dtype(at::kFloat));
   Plan p;
   p.dtype = elem_type(prev);
   p.head_dim = head_dim;

@@ -132,11 +132,12 @@ def test_ifa_native_bit_identical_for_any_thread_count(name):
         assert torch.equal(bits(r), bits(results[0]))
 
 
-def test_rau_native_bit_identical_for_any_thread_count_and_close_to_eager():
-    for args, kwargs in rau_torch_sample_inputs():
+@pytest.mark.parametrize("long_rows", [False, True], ids=["short", "several-units"])
+def test_rau_native_bit_identical_for_any_thread_count_and_close_to_eager(long_rows):
+    for args, kwargs in rau_torch_sample_inputs(long_rows=long_rows):
         runs = []
         with native.forced("native"):
-            for n in (1, 2):
+            for n in (1, 2, 3):
                 with threads(n):
                     runs.append(ascend_attn.ring_attention_update(*args, **kwargs))
         with native.forced("eager"):

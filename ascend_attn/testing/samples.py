@@ -37,15 +37,20 @@ RAU_TENSOR_NAMES = ("prev_attn_out", "prev_softmax_max", "prev_softmax_sum",
                     "cur_attn_out", "cur_softmax_max", "cur_softmax_sum")
 
 
-def rau_torch_sample_inputs(device: str = "cpu"):
-    """(args, kwargs) pairs covering both layouts, both TND statistics layouts and 3 dtypes."""
+def rau_torch_sample_inputs(device: str = "cpu", *, long_rows: bool = False):
+    """(args, kwargs) pairs covering both layouts, both TND statistics layouts and 3 dtypes.
+
+    long_rows: S = 300 rows (SBH) and sequences of 130, 1 and 260 rows (TND), enough rows for
+    several work units of the native kernel, with a partial last one.
+    """
+    size = {"s_len": 300, "seq_lens": (130, 1, 260), "batch": 2, "heads": 2, "head_dim": 64} if long_rows else {}
     import torch
 
     from .reference import tnd_to_ntd
     cases = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for layout, sm_layout in (("SBH", ""), ("TND", ""), ("TND", "TND")):
-            arrays = rau_arrays(layout, seed=len(cases))
+            arrays = rau_arrays(layout, seed=len(cases), **size)
             seq = arrays.get("actual_seq_qlen")
             if layout == "TND" and sm_layout == "":
                 lens = np.diff(seq)

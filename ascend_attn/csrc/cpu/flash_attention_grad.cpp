@@ -21,16 +21,16 @@ struct GradItem {
 struct GradTiles {
   std::vector<float> qt, dot, dq, probs, dprobs, drop, m, l, delta;
   std::vector<uint8_t> keep;
-  int64_t ld;
+  int64_t ld, prob_ld;  // row strides of the Q / dO tiles and of the P / dP tiles
   HeadLayout kt, vt, k;
   explicit GradTiles(const Plan& p)
-      : ld(padded_ld(p.head_dim)), kt(p, /*transposed=*/true), vt(p, /*transposed=*/true), k(p, /*transposed=*/false) {
+      : ld(padded_ld(p.head_dim)), prob_ld(padded_ld(p.block_k)), kt(p, /*transposed=*/true), vt(p, /*transposed=*/true), k(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
     qt.assign(rows * ld, 0.f);
     dot.assign(rows * ld, 0.f);
     dq.assign(rows * d, 0.f);
-    probs.assign(rows * p.block_k, 0.f);
-    dprobs.assign(rows * p.block_k, 0.f);
+    probs.assign(rows * prob_ld, 0.f);
+    dprobs.assign(rows * prob_ld, 0.f);
     keep.assign(p.block_q * p.block_k, 0);
     drop.assign(p.block_k, 0.f);
     m.assign(rows, 0.f);
@@ -106,7 +106,7 @@ class GradKernel {
   // the columns its rows can keep.
   void Compute(const Sequence& s, int64_t n2, int64_t i0, int64_t i1, int64_t j0, int64_t j1, bool partial,
                GradTiles& t) {
-    const int64_t g_size = p_.group(), d = p_.head_dim, ld = p_.block_k, kv_ld = p_.heads_kv * d;
+    const int64_t g_size = p_.group(), d = p_.head_dim, ld = t.prob_ld, kv_ld = p_.heads_kv * d;
     for_each_row_band(p_, s, i0, i1, j0, j1, partial, [&](int64_t a, int64_t b, int64_t c0, int64_t c1) {
       const int64_t r0 = (a - i0) * g_size, rows = (b - a) * g_size, cols = c1 - c0;
       const int64_t kv_off = ((s.ok + c0) * p_.heads_kv + n2) * d;

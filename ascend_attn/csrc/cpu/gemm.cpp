@@ -134,14 +134,32 @@ AVX2_FN void micro_rows(int64_t rows, int64_t k, const float* a, int64_t a_row, 
   }
 }
 
-// Panel by panel (16 columns of B, which stay in L1), 6 rows of A at a time.
+// The two cache lines a 16-float row piece may touch (one when it is 64-byte aligned).
+AVX2_FN inline void prefetch_piece(const float* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + 15), _MM_HINT_T0);
+}
+
+// Panel by panel (16 columns of B, which stay in L1), 6 rows of A at a time. In the attention
+// kernels B and C are often not in L2 when a product starts (the K^T / V^T / K block of the next key
+// block, the dK / dV rows of the item), and a demand miss per row of B stalls the first 6-row block
+// of every panel; so while one panel runs, the rows of the next are prefetched a few per block, and
+// the C rows of a block (read back when accumulating) are prefetched before its k loop. Measured on
+// an emulation of the backward's five products (L = 2048, D = 128, Zen 3): products 0-2 ran at
+// 57 GFLOP/s and the dK / dV ones at 42 without, against 75-85 for the same calls on hot operands.
 template <AMode MODE>
 AVX2_FN void gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
                          int64_t a_block, const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  const int64_t blocks = (m + 5) / 6, rows_ahead = (k + blocks - 1) / blocks;
   for (int64_t j = 0; j < n; j += 16) {
     const int64_t cols = std::min<int64_t>(16, n - j);
+    int64_t next_row = j + 16 < n ? 0 : k;  // rows of the next panel already prefetched
     for (int64_t i = 0; i < m; i += 6) {
       const int64_t rows = std::min<int64_t>(6, m - i);
+      for (const int64_t end = std::min(k, next_row + rows_ahead); next_row < end; ++next_row)
+        prefetch_piece(b + next_row * ldb + j + 16);
+      if (accumulate)
+        for (int64_t r = 0; r < rows; ++r) prefetch_piece(c + (i + r) * ldc + j);
       if (cols == 16)
         micro_rows<false, MODE>(rows, k, a + i / 6 * a_block, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
       else

@@ -149,16 +149,19 @@ static inline void score_rows(const float* q, int64_t d, const float* kb, float 
   }
 }
 
-// The same for NT rows x NH heads with NT * NH = 8 and D % 8 == 0 (DC: D fixed at compile time,
-// 0 = run time): the K vectors of a row are converted once per NH heads, each q vector is loaded
-// once for NT rows, and the 8 sums are one transposing reduction.
+// The same for NT rows x NH heads with NT * NH = 8 or 12 and D % 8 == 0 (DC: D fixed at compile
+// time, 0 = run time): the K vectors of a row are converted once per NH heads, each q vector is
+// loaded once for NT rows, and the sums are transposing reductions of 8 accumulators (the last 4 of
+// 12 reduced with a copy of themselves). 12 accumulators (3 rows x 4 heads) give the FMA chains
+// enough slack over the FMA latency and fewer loads per FMA than 8 (2 rows x 4 heads).
 template <ElemType KV, int NT, int NH, int DC>
 static inline void score_rows8(const float* q, int64_t d_rt, const float* kb, float scale, float* s, int64_t ns,
                                const void* const* krow) {
-  static_assert(NT * NH == 8, "one reduction of 8 accumulators");
+  static_assert(NT * NH == 8 || NT * NH == 12, "reductions of 8 accumulators");
+  constexpr int NA = NT * NH;
   const int64_t d = DC ? DC : d_rt;
-  V acc[NT * NH];
-  for (int i = 0; i < NT * NH; ++i) acc[i] = vzero();
+  V acc[NA == 8 ? 8 : 16];
+  for (int i = 0; i < NA; ++i) acc[i] = vzero();
   for (int64_t e = 0; e < d; e += 8) {
     V kv[NT];
     for (int r = 0; r < NT; ++r) kv[r] = vload_elem<KV>(krow[r], e);
@@ -167,25 +170,42 @@ static inline void score_rows8(const float* q, int64_t d_rt, const float* kb, fl
       for (int r = 0; r < NT; ++r) acc[r * NH + j] = vfma(qv, kv[r], acc[r * NH + j]);
     }
   }
-  float x[8];
+  float x[16];
   vstore(x, vsum8(acc));
+  if constexpr (NA == 12) {
+    for (int i = 12; i < 16; ++i) acc[i] = acc[i - 4];
+    vstore(x + 8, vsum8(acc + 8));
+  }
   for (int r = 0; r < NT; ++r)
     for (int j = 0; j < NH; ++j) s[j * ns + r] = (x[r * NH + j] + kb[j]) * scale;
 }
 
-// Heads [0, NH) of the nt rows of one tile (q, kb, s offset to the first head / row).
+// Heads [0, NH) of the nt rows of one tile (q, kb, s offset to the first head / row): blocks of 3
+// rows for 4 heads, then of 8 / NH rows.
 template <ElemType KV, int NH, int DC>
 static void score_heads(const float* q, int64_t d, const float* kb, float scale, float* s, int64_t ns,
                         const void* const* rows, int64_t nt, RowPrefetch& pf) {
   constexpr int NT = 8 / NH;
   int64_t t = 0;
-  if (d % 8 == 0)
+  if (d % 8 == 0) {
+    if constexpr (NH == 4)
+      for (; t + 3 <= nt; t += 3) {
+        score_rows8<KV, 3, NH, DC>(q, d, kb, scale, s + t, ns, rows + t);
+        pf.step();
+      }
     for (; t + NT <= nt; t += NT) {
       score_rows8<KV, NT, NH, DC>(q, d, kb, scale, s + t, ns, rows + t);
       pf.step();
     }
+  }
   for (; t + 2 <= nt; t += 2) score_rows<KV, NH, 2>(q, d, kb, scale, s + t, ns, rows + t);
   for (; t < nt; ++t) score_rows<KV, NH, 1>(q, d, kb, scale, s + t, ns, rows + t);
+}
+
+// score_rows8 calls of score_heads for nt rows (prefetch pacing), for every head block of g heads.
+static inline int64_t score_blocks(int64_t g, int64_t nt) {
+  const int64_t b4 = g / 4, b2 = g % 4 / 2, b1 = g % 2;
+  return std::max<int64_t>(1, b4 * (nt / 3 + nt % 3 / 2) + b2 * (nt / 4) + b1 * (nt / 8));
 }
 
 // Every head of a group over the nt rows of one tile: blocks of 4, 2 and 1 heads.
@@ -227,17 +247,32 @@ static inline void pv_cols(const float* pm, int64_t ns, const uint8_t* live, con
     for (int c = 0; c < NE; ++c) vstore(acc + j * d + e + 8 * c, a[j][c]);
 }
 
+// Column vectors of the next pv_cols call when rem vectors of a row are left: 3 while that leaves
+// none or at least 2 (NH = 4 heads x 3 vectors: 12 accumulators, 7 loads per 12 FMAs), else 2, 1.
+static inline int64_t pv_step(int64_t rem) { return rem >= 5 || rem == 3 ? 3 : rem >= 2 ? 2 : 1; }
+
+// pv_cols calls of one head block over a row of d elements (prefetch pacing).
+static inline int64_t pv_blocks(int64_t d) {
+  int64_t n = 0;
+  for (int64_t rem = d / 8; rem > 0; rem -= pv_step(rem)) ++n;
+  return std::max<int64_t>(1, n);
+}
+
 // Heads j0 .. j0 + NH of the rows of one tile; pm, live and acc already offset to head j0 / the tile's
 // first row.
 template <ElemType KV, int NH, bool AllLive>
 static void pv_block(const float* pm, int64_t ns, const uint8_t* live, const void* const* rows, int64_t nt, int64_t d,
                      float* acc, RowPrefetch& pf) {
   int64_t e = 0;
-  for (; e + 16 <= d; e += 16) {
-    pv_cols<KV, NH, 2, AllLive>(pm, ns, live, rows, nt, d, e, acc);
+  for (int64_t rem = d / 8; rem > 0;) {
+    const int64_t ne = pv_step(rem);
+    if (ne == 3) pv_cols<KV, NH, 3, AllLive>(pm, ns, live, rows, nt, d, e, acc);
+    else if (ne == 2) pv_cols<KV, NH, 2, AllLive>(pm, ns, live, rows, nt, d, e, acc);
+    else pv_cols<KV, NH, 1, AllLive>(pm, ns, live, rows, nt, d, e, acc);
     pf.step();
+    e += 8 * ne;
+    rem -= ne;
   }
-  for (; e + 8 <= d; e += 8) pv_cols<KV, NH, 1, AllLive>(pm, ns, live, rows, nt, d, e, acc);
   for (; e < d; ++e) {
     for (int64_t t = 0; t < nt; ++t) {
       if (!AllLive && !live[t]) continue;
@@ -261,7 +296,7 @@ static void pv_tile(int64_t g, const float* pm, int64_t ns, const uint8_t* live,
 // by tile, all heads of a tile together: in BSH/BSND (and paged BSH) caches the heads of a
 // position are adjacent, so the unit reads the cache in memory order. While head gi of a tile is
 // processed, the rows of head gi of the next tile are prefetched.
-constexpr int64_t kTile = 16;
+constexpr int64_t kTile = 32;
 
 // Row pointers of positions [t0, t1) for the ng heads of a unit (row gi*kTile + t - t0): the items
 // share batch and chunk, so a position's offset (one page lookup) serves every head.
@@ -311,7 +346,7 @@ static void unit_scores(const Plan& p, const Item* its, int64_t ng, float* scrat
   for_each_tile<KV>(p, its, ng, true, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1, RowPrefetch& pf) {
     const float* qf = scratch + gi * blk;
     const float* kb = qf + g * d;
-    pf.pace((g + 3) / 4 * std::max<int64_t>(1, (t1 - t0) / 2));  // score_rows8 calls of this tile
+    pf.pace(score_blocks(g, t1 - t0));
     score_tile<KV>(g, qf, d, kb, scale, scratch + gi * blk + g * d + g + (t0 - c0), ns, r, t1 - t0, pf);
   });
 }
@@ -326,7 +361,7 @@ static void unit_pv(const Plan& p, const Item* its, int64_t ng, PartialView* out
     const uint8_t* live = live_of(gi) + (t0 - c0);
     bool all_live = true;
     for (int64_t t = 0; t < t1 - t0 && all_live; ++t) all_live = live[t] != 0;
-    pf.pace((g + 3) / 4 * std::max<int64_t>(1, p.head_dim / 16));  // pv_cols calls of this tile
+    pf.pace((g + 3) / 4 * pv_blocks(p.head_dim));  // pv_cols calls of this tile
     if (all_live) pv_tile<KV, true>(g, pm, ns, live, r, t1 - t0, p.head_dim, outs[gi].acc, pf);
     else pv_tile<KV, false>(g, pm, ns, live, r, t1 - t0, p.head_dim, outs[gi].acc, pf);
   });

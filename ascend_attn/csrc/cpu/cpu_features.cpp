@@ -33,7 +33,8 @@ CpuFeatures detect() {
   if (isa && std::string(isa) == "scalar") return f;
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // the AVX2 code paths also convert fp16 with F16C (every AVX2 CPU has it; checked all the same)
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   f.avx512f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512vl");
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");

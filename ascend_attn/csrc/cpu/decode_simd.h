@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "common.h"
 
@@ -107,6 +108,31 @@ ASCEND_ATTN_AVX2 inline __m256 load8_i8(const int8_t* p) {
 }
 ASCEND_ATTN_AVX2 inline void store8_f16_rne(uint16_t* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+// fp16 nearest, ties away from zero, kept as float32 (see float_to_fp16_half_away in common.h):
+// normal range: add half of the dropped 13 bits and truncate; subnormal range: units of 2^-24,
+// floor + (fraction >= 0.5) (exact); |x| >= 65520: inf; NaN passes.
+ASCEND_ATTN_AVX2 inline __m256 round8_fp16_half_away(__m256 x) {
+  const __m256 sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  const __m256 sign = _mm256_and_ps(x, sign_mask);
+  const __m256 a = _mm256_andnot_ps(sign_mask, x);
+  const __m256i ai = _mm256_castps_si256(a);
+  const __m256 normal = _mm256_castsi256_ps(_mm256_and_si256(_mm256_add_epi32(ai, _mm256_set1_epi32(0x1000)),
+                                                              _mm256_set1_epi32(static_cast<int>(0xffffe000u))));
+  const __m256 units = _mm256_mul_ps(a, _mm256_set1_ps(16777216.f));  // a * 2^24, exact
+  const __m256 whole = _mm256_floor_ps(units);
+  const __m256 up = _mm256_and_ps(_mm256_cmp_ps(_mm256_sub_ps(units, whole), _mm256_set1_ps(0.5f), _CMP_GE_OQ),
+                                  _mm256_set1_ps(1.f));
+  const __m256 sub = _mm256_mul_ps(_mm256_add_ps(whole, up), _mm256_set1_ps(5.9604644775390625e-8f));
+  __m256 r = _mm256_blendv_ps(sub, normal, _mm256_cmp_ps(a, _mm256_set1_ps(6.103515625e-05f), _CMP_GE_OQ));
+  r = _mm256_blendv_ps(r, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                       _mm256_cmp_ps(a, _mm256_set1_ps(65520.f), _CMP_GE_OQ));
+  r = _mm256_or_ps(r, sign);
+  return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+ASCEND_ATTN_AVX2 inline void store8_f16_half_away(uint16_t* p, __m256 v) {
+  store8_f16_rne(p, round8_fp16_half_away(v));  // on the fp16 grid already: the conversion is exact
 }
 // bf16 RNE with NaN kept quiet (same rule as float_to_bf16_rne): the 8 bf16 bit patterns in the
 // low halves of 32-bit lanes.

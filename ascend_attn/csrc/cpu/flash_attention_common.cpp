@@ -48,7 +48,7 @@ constexpr RowOps kScalarOps{max_scalar, exp_sum_scalar, exp_div_scalar, scale_sc
 
 // ----------------------------------------------------------------------------- AVX2 + FMA row ops
 #if defined(__x86_64__)
-#define AVX2_FN __attribute__((target("avx2,fma")))
+#define AVX2_FN ASCEND_ATTN_AVX2  // the target of decode_simd.h's helpers, so that they inline here
 
 AVX2_FN inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -157,35 +157,13 @@ AVX2_FN inline __m256 round_bf16_256(__m256 x) {
   return _mm256_blendv_ps(_mm256_castsi256_ps(r), x, nan);
 }
 
-// fp16 nearest, ties away from zero, kept as float32 (see float_to_fp16_half_away in common.h):
-// normal range: add half of the dropped 13 bits and truncate; subnormal range: units of 2^-24,
-// floor + (fraction >= 0.5) (exact); |x| >= 65520: inf; NaN passes.
-AVX2_FN inline __m256 round_fp16_256(__m256 x) {
-  const __m256 sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
-  const __m256 sign = _mm256_and_ps(x, sign_mask);
-  const __m256 a = _mm256_andnot_ps(sign_mask, x);
-  const __m256i ai = _mm256_castps_si256(a);
-  const __m256 normal = _mm256_castsi256_ps(_mm256_and_si256(_mm256_add_epi32(ai, _mm256_set1_epi32(0x1000)),
-                                                              _mm256_set1_epi32(static_cast<int>(0xffffe000u))));
-  const __m256 units = _mm256_mul_ps(a, _mm256_set1_ps(16777216.f));  // a * 2^24, exact
-  const __m256 whole = _mm256_floor_ps(units);
-  const __m256 up = _mm256_and_ps(_mm256_cmp_ps(_mm256_sub_ps(units, whole), _mm256_set1_ps(0.5f), _CMP_GE_OQ),
-                                  _mm256_set1_ps(1.f));
-  const __m256 sub = _mm256_mul_ps(_mm256_add_ps(whole, up), _mm256_set1_ps(5.9604644775390625e-8f));
-  __m256 r = _mm256_blendv_ps(sub, normal, _mm256_cmp_ps(a, _mm256_set1_ps(6.103515625e-05f), _CMP_GE_OQ));
-  r = _mm256_blendv_ps(r, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
-                       _mm256_cmp_ps(a, _mm256_set1_ps(65520.f), _CMP_GE_OQ));
-  r = _mm256_or_ps(r, sign);
-  return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-}
-
 AVX2_FN void round_avx2(float* x, int64_t n, Round mode) {
   if (mode == Round::kNone) return;
   int64_t c = 0;
   if (mode == Round::kBf16Even) {
     for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round_bf16_256(_mm256_loadu_ps(x + c)));
   } else {
-    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round_fp16_256(_mm256_loadu_ps(x + c)));
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round8_fp16_half_away(_mm256_loadu_ps(x + c)));
   }
   for (; c < n; ++c) x[c] = round_scalar(x[c], mode);
 }

@@ -48,8 +48,9 @@ struct Plan {
 
 // Rows per work unit. Statistics rows are 32 bytes, so a unit reads 4 KiB runs of each head's
 // statistics: with [B, N, S, 8] statistics (SBH) the heads of a row are S * 32 bytes apart, and
-// 16-row units (512-byte runs) touched every page eight times over, one TLB miss per run. SBH fp32
-// S=4096, B=4, N=8, D=128 went from 1.68x to 1.05-1.09x a copy of its inputs (one thread, Zen 3).
+// 16-row units (512-byte runs) touched every page eight times over, one TLB miss per run. SBH
+// fp32 S=4096, B=4, N=8, D=128 went from 1.68x a copy of its inputs to the ratio of the same-size
+// TND case (one thread, Zen 3).
 constexpr int64_t kTileRows = 128;
 
 void finish_plan(Plan& p) {

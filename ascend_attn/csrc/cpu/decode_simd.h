@@ -1,6 +1,7 @@
-// SIMD building blocks of the decode-side kernels (IncreFlashAttention, RingAttentionUpdate):
-// one exp algorithm in a scalar and an AVX2 form that give the same bits, and 8-wide loads/stores of
-// fp32/fp16/bf16 rows. AVX2 functions carry target attributes (the library is built without
+// SIMD building blocks of the native kernels (first those of the decode side, IncreFlashAttention
+// and RingAttentionUpdate; the FA row ops use the loads and the roundings too): one exp algorithm
+// in a scalar and an AVX2 form that give the same bits, 8-wide loads/stores of fp32/fp16/bf16 rows
+// and the fp16 / bf16 roundings of the spec. AVX2 functions carry target attributes (the library is built without
 // -march); callers pick them at run time from cpu_features().avx2.
 #pragma once
 
@@ -109,6 +110,16 @@ ASCEND_ATTN_AVX2 inline __m256 load8_i8(const int8_t* p) {
 ASCEND_ATTN_AVX2 inline void store8_f16_rne(uint16_t* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
+// bf16 nearest-even on the float32 bits: add 0x7fff + lsb, clear the low half (NaN passes).
+ASCEND_ATTN_AVX2 inline __m256 round8_bf16_even(__m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb),
+                                     _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  return _mm256_blendv_ps(_mm256_castsi256_ps(r), x, nan);
+}
+
 // fp16 nearest, ties away from zero, kept as float32 (see float_to_fp16_half_away in common.h):
 // normal range: add half of the dropped 13 bits and truncate; subnormal range: units of 2^-24,
 // floor + (fraction >= 0.5) (exact); |x| >= 65520: inf; NaN passes.

@@ -147,21 +147,11 @@ AVX2_FN void scale_avx2(float* x, int64_t n, float a) {
   for (; c < n; ++c) x[c] *= a;
 }
 
-// bf16 nearest-even on the float32 bits: add 0x7fff + lsb, clear the low half (NaN passes).
-AVX2_FN inline __m256 round_bf16_256(__m256 x) {
-  const __m256i u = _mm256_castps_si256(x);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb),
-                                     _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
-  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  return _mm256_blendv_ps(_mm256_castsi256_ps(r), x, nan);
-}
-
 AVX2_FN void round_avx2(float* x, int64_t n, Round mode) {
   if (mode == Round::kNone) return;
   int64_t c = 0;
   if (mode == Round::kBf16Even) {
-    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round_bf16_256(_mm256_loadu_ps(x + c)));
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round8_bf16_even(_mm256_loadu_ps(x + c)));
   } else {
     for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, round8_fp16_half_away(_mm256_loadu_ps(x + c)));
   }

@@ -54,14 +54,7 @@ static inline V vround_fp16_away(V a) {
   tie = _mm256_and_ps(tie, _mm256_cmp_ps(_mm256_and_ps(back, abs_mask), _mm256_and_ps(x, abs_mask), _CMP_LT_OQ));
   return {_mm256_blendv_ps(back, other, tie)};
 }
-static inline V vround_bf16(V a) {
-  __m256i u = _mm256_castps_si256(a.v);
-  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-  r = _mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
-  __m256 nan = _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q);
-  return {_mm256_blendv_ps(_mm256_castsi256_ps(r), a.v, nan)};
-}
+static inline V vround_bf16(V a) { return {round8_bf16_even(a.v)}; }
 #else
 struct V { float v[8]; };
 static inline V vzero() { V r; for (int i = 0; i < 8; ++i) r.v[i] = 0.0f; return r; }

@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -8,13 +9,22 @@ import pytest
 def pytest_configure(config):
     # MindSpore writes rank_0/om/analyze_fail.ir into the working directory whenever a GRAPH_MODE
     # compile fails (the constraint tests do that on purpose); tests write only to temporary folders.
-    os.environ.setdefault("MS_OM_PATH", tempfile.mkdtemp(prefix="ascend_attn_ms_om_"))
+    if "MS_OM_PATH" not in os.environ:
+        config._ms_om_path = os.environ["MS_OM_PATH"] = tempfile.mkdtemp(prefix="ascend_attn_ms_om_")
     # torch.ops.ascend_attn.* exist once the torch frontend is imported (ascend_attn loads it lazily).
     import ascend_attn.torch_ops  # noqa: F401
 
     # CI sets this so that a missing MindSpore fails loudly instead of skipping its tests.
     if os.environ.get("ASCEND_ATTN_REQUIRE_MINDSPORE") == "1":
         import mindspore  # noqa: F401
+
+
+def pytest_unconfigure(config):
+    # the folder made above (not one the caller set): removed with whatever MindSpore wrote there
+    path = getattr(config, "_ms_om_path", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop("MS_OM_PATH", None)
 
 
 def ulp(values: np.ndarray, dtype_name: str) -> np.ndarray:

@@ -24,7 +24,9 @@ def test_bench_tiny_writes_results_for_every_group(tmp_path):
     assert all(t["result"] in ("PASS", "MISS", "UNSTABLE", "n/a") for t in data["targets"])
     assert all("spread" in row for row in data["rows"])
     impls = {row["impl"] for row in data["rows"]}
-    assert {"ours", "eager", "sdpa_loop", "sdpa_padded", "naive", "cache_copy", "copy", "sdpa"} <= impls
+    assert {"ours", "eager", "sdpa_loop", "sdpa_padded", "naive", "cache_copy", "copy", "sdpa", "ours_full"} <= impls
+    # the full-mask runs of the causal / full target are timed inside the causal sets only
+    assert all(row["causal"] for row in data["rows"] if row["impl"] == "ours_full")
     assert len(data["memory_growth"]) >= 2
 
 
@@ -52,3 +54,18 @@ def test_spread_and_unstable_targets():
     rows[0]["spread"] = 0.05
     targets = {t[0]: t[2] for t in bench.evaluate_targets(rows, [], "tiny")}
     assert targets["RAU <= 1.2x copying its inputs into preallocated buffers"] == "MISS"
+
+
+def test_causal_over_full_comes_from_the_causal_set_when_it_has_full_runs():
+    from ascend_attn import bench
+    target = "FA causal <= 0.55x full, same shape"
+    base = dict(group="FA forward", runs=3, peak_extra_mib=None, note="", spread=0.01, test_size=False)
+    causal = dict(base, case="float32 causal T=4k", causal=True)
+    full = dict(base, case="float32 full T=4k", causal=False)
+    # the full set ran at another moment (slower machine): 1.0 / 2.4 would pass
+    rows = [dict(causal, impl="ours", time_s=1.0), dict(full, impl="ours", time_s=2.4)]
+    assert {t[0]: t[2] for t in bench.evaluate_targets(rows, [], "tiny")}[target] == "PASS"
+    # interleaved full-mask runs of the causal set take precedence: 1.0 / 1.6 misses
+    rows.append(dict(causal, impl="ours_full", time_s=1.6))
+    verdicts = {t[0]: (t[1], t[2]) for t in bench.evaluate_targets(rows, [], "tiny")}
+    assert verdicts[target][1] == "MISS" and "0.62" in verdicts[target][0]

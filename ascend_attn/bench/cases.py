@@ -16,15 +16,16 @@ GROUPS = ("FA forward", "FA fwd+bwd", "IFA decode", "RAU", "Memory growth")
 # ----------------------------------------------------------------------------- configurations
 # FA sets, run in this order: (pass, lens, dtypes, baselines[, (heads, head_dim)]). Baselines left
 # out are listed as skipped with the reason; sets that do not fit the group's time budget are
-# skipped and said so. "eager": the same op on its eager torch kernel (native vs eager).
+# skipped and said so. "eager": the same op on its eager torch kernel (native vs eager);
+# "ours_full": in causal sets, the same op without the mask (the causal / full target).
 _L4K = [512, 1024, 512, 2048]  # 4k tokens, padding x2.00
 _L16K = [4096, 4096, 2048, 2048, 1024, 1024, 1024, 512, 512]  # 16k tokens, padding x2.25
 _L32K = [8192, 8192, 4096, 4096, 2048, 2048, 1024, 1024, 1024, 512, 512]  # 32k tokens, padding x2.75
-_ALL = ("sdpa_loop", "sdpa_padded", "naive", "eager")
+_ALL = ("sdpa_loop", "sdpa_padded", "naive", "eager", "ours_full")
 _TEST_SIZE = ("fwdbwd", [96, 128, 32], ("float32",), ("sdpa_loop", "eager"), (4, 64))  # T=256, N=4, D=64
 _FA_FULL = [
     ("fwd", _L4K, ("float32", "bfloat16", "float16"), _ALL),
-    ("fwd", _L16K, ("float32", "bfloat16"), ("sdpa_loop", "sdpa_padded")),
+    ("fwd", _L16K, ("float32", "bfloat16"), ("sdpa_loop", "sdpa_padded", "ours_full")),
     ("fwd", _L32K, ("float32",), ("sdpa_loop",)),
     _TEST_SIZE,  # first fwd+bwd set: a group's time budget starts at its first measurement
     ("fwdbwd", _L4K, ("float32", "bfloat16"), _ALL),
@@ -96,8 +97,9 @@ def run_fa(bench):
                 cands, skipped = B.fa_candidates(lens, heads, dim, getattr(torch, dtype), causal, p == "fwdbwd",
                                                  baselines, cfg["naive_max_seq"])
                 pairs = sum(x * x for x in lens)
-                # eager: about 2x the native time per unit of work
-                work = sum(len(lens) * max(lens) ** 2 if n == "sdpa_padded" else pairs * (2 if n == "eager" else 1)
+                # eager: about 2x the native time per unit of work; ours_full: the full-mask work in a causal set
+                work = sum(len(lens) * max(lens) ** 2 if n == "sdpa_padded"
+                           else pairs * (2 if n in ("eager", "ours_full") else 1)
                            for n in cands) * heads * dim / (cfg["heads"] * cfg["head_dim"])
                 bench.measure(group, case, cands, budgets[group], extra, work * (1 if causal else 2))
                 for name, why in skipped.items():

@@ -69,3 +69,17 @@ def test_causal_over_full_comes_from_the_causal_set_when_it_has_full_runs():
     rows.append(dict(causal, impl="ours_full", time_s=1.6))
     verdicts = {t[0]: (t[1], t[2]) for t in bench.evaluate_targets(rows, [], "tiny")}
     assert verdicts[target][1] == "MISS" and "0.62" in verdicts[target][0]
+
+
+def test_target_ratios_pair_the_runs_of_each_round():
+    from ascend_attn import bench
+    target = "RAU <= 1.2x copying its inputs into preallocated buffers"
+    row = dict(group="RAU", case="SBH fp32", runs=3, peak_extra_mib=None, note="", spread=0.1)
+    # the machine slowed down in round 2 for both candidates: medians 2.0 / 1.5 = 1.33 would miss,
+    # the rounds' own ratios are 0.91, 0.91, 1.33 (median 0.91)
+    rows = [dict(row, impl="ours", time_s=2.0, round_times=[1.0, 3.0, 2.0]),
+            dict(row, impl="copy", time_s=1.5, round_times=[1.1, 3.3, 1.5])]
+    verdicts = {t[0]: (t[1], t[2]) for t in bench.evaluate_targets(rows, [], "tiny")}
+    assert verdicts[target][1] == "PASS" and "0.91" in verdicts[target][0]
+    # rows of different sets (another case) fall back to the ratio of their medians
+    assert bench.paired_ratio(rows[0], dict(rows[1], case="other")) == 2.0 / 1.5

@@ -38,7 +38,7 @@ import sys
 _LAZY = {"run_bench": "run", "Bench": "run", "prime": "run", "CONFIGS": "cases", "GROUPS": "cases",
          "run_spread": "timing", "measurement_spread": "timing", "Budget": "timing", "MAX_ROUNDS": "timing",
          "UNSTABLE_SPREAD": "timing", "PeakMemory": "memory", "MiB": "memory", "run_memory": "memory",
-         "evaluate_targets": "report", "render": "report", "write_line_png": "report",
+         "evaluate_targets": "report", "paired_ratio": "report", "render": "report", "write_line_png": "report",
          "compare_tables": "report"}
 
 

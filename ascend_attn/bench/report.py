@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 
 from .cases import GROUPS, kilo
@@ -59,6 +60,17 @@ def write_line_png(path, xs, ys, title="FA fwd+bwd peak extra MiB vs tokens (cau
 # ----------------------------------------------------------------------------- targets and tables
 
 
+def paired_ratio(a: dict, b: dict) -> float:
+    """Time of row ``a`` over row ``b``. Rows of one set carry their runs in round order
+    (``round_times``): the ratio is then the median over the rounds of a's run over b's run of the
+    same round, so that a slow drift of a shared machine, which moves both runs of a round alike,
+    cancels; rows of different sets (or without round times) give the ratio of their medians."""
+    ta, tb = a.get("round_times"), b.get("round_times")
+    if ta and tb and len(ta) == len(tb) and a["group"] == b["group"] and a["case"] == b["case"]:
+        return statistics.median(x / y for x, y in zip(ta, tb))
+    return a["time_s"] / b["time_s"]
+
+
 def _times(rows):
     table = {}
     for r in rows:
@@ -77,7 +89,7 @@ def evaluate_targets(rows, mem_points, mode):
 
     def ratio(group, case, a, b):
         ra, rb = t.get((group, case, a)), t.get((group, case, b))
-        return None if ra is None or rb is None else ra["time_s"] / rb["time_s"]
+        return None if ra is None or rb is None else paired_ratio(ra, rb)
 
     unstable = set()  # case labels (``case`` and ``group case``) with a set whose runs spread too much
     for r in rows:
@@ -120,7 +132,7 @@ def evaluate_targets(rows, mem_points, mode):
             # the full-mask runs of the same set (interleaved) where the set has them, else the full set
             a, b = t.get((g, c, "ours")), t.get((g, c, "ours_full")) or t.get((g, c.replace(" causal ", " full ", 1), "ours"))
             if a and b:
-                vals.append((a["time_s"] / b["time_s"], f"{g} {c}"))
+                vals.append((paired_ratio(a, b), f"{g} {c}"))
     worst("FA causal <= 0.55x full, same shape", 0.55, vals)
     vals = [(ratio(g, c, "ours", "eager"), c) for (g, c) in cases if g.startswith("FA ") and (g, c, "eager") in t]
     worst("FA native <= 1.0x the eager kernel (CPU path in use vs eager torch)", 1.0, vals)
@@ -164,7 +176,7 @@ def render(rows, targets, mem_points, meta) -> str:
              "Times: median of the timed runs after one warm-up, candidates interleaved; spread: interquartile "
              f"range over the median (max - min below 4 runs), above {UNSTABLE_SPREAD:.0%} the set is unstable "
              "and a target it misses reads UNSTABLE. `ours ÷ this`: our time over this row's time (< 1: ours "
-             "faster). Peak extra MiB: resident high-water mark of the warm-up run over the resident size "
+             "faster), the median over the rounds of the two runs of each round, as in the targets. Peak extra MiB: resident high-water mark of the warm-up run over the resident size "
              "before it.", ""]
     for group in GROUPS:
         group_rows = [r for r in rows if r["group"] == group]
@@ -178,7 +190,7 @@ def render(rows, targets, mem_points, meta) -> str:
             spread = "-" if r.get("spread") is None else f"{r['spread']:.0%}"
             peak = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.1f}"
             rat = "-" if (r["time_s"] is None or ours is None or r["impl"] == "ours") else \
-                f"{ours['time_s'] / r['time_s']:.2f}x"
+                f"{paired_ratio(ours, r):.2f}x"
             lines.append(f"| {r['case']} | {r['impl']} | {ms} | {r['runs']} | {spread} | {peak} | {rat} | {r['note']} |")
         lines.append("")
     measured = [x for x in targets if x[1] != "not measured"]

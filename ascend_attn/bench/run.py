@@ -62,13 +62,16 @@ class Bench:
         repeats = max(repeats, min(MAX_ROUNDS, int(self.cfg["set_seconds"] / max(per_round, 1e-6))))
         rounds = repeats if per_round * repeats <= budget.left() else max(1, int(budget.left() // per_round))
         runs = [timer.once() for _ in range(rounds) for timer in timers.values()]
+        # each candidate's times in round order: the targets pair the runs of one round (paired_ratio)
+        round_times = {name: [run.median for run in runs[i::len(timers)]] for i, name in enumerate(timers)}
         out = {}
         for m in benchmark.Measurement.merge(runs):  # one per candidate, in candidate order
             name, spread = m.description, measurement_spread(m)
             notes = [] if rounds >= repeats else [f"only {rounds} run(s): time budget"]
             if spread is not None and spread > UNSTABLE_SPREAD:
                 notes.append(f"unstable: spread {spread:.0%}")
-            self.row(group, case, name, m.median, rounds, peak[name], "; ".join(notes), extra, spread)
+            self.row(group, case, name, m.median, rounds, peak[name], "; ".join(notes), extra, spread,
+                     round_times[name])
             self.measurements.append(m)
             out[name] = m.median
         if work:  # from the timed rounds: the warm-up carries one-off costs
@@ -76,9 +79,9 @@ class Bench:
         self.progress(f"{group} | {case}")
         return out
 
-    def row(self, group, case, impl, seconds, runs, peak, note, extra, spread=None):
+    def row(self, group, case, impl, seconds, runs, peak, note, extra, spread=None, round_times=None):
         row = {"group": group, "case": case, "impl": impl, "time_s": seconds, "runs": runs, "spread": spread,
-               "peak_extra_mib": None if peak is None else peak / MiB, "note": note}
+               "round_times": round_times, "peak_extra_mib": None if peak is None else peak / MiB, "note": note}
         if extra:
             row.update(extra)
         self.rows.append(row)

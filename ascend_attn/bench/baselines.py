@@ -58,13 +58,16 @@ def fa_candidates(lens, heads, dim, dtype, causal, fwdbwd, baselines, naive_max)
                 t.grad = None
             out.backward(dy)
 
+    def run_op(**options):
+        finish(ascend_attn.flash_attention_varlen_score(q, k, v, heads, cum, cum, **options)[0])
+
     def ours():
-        finish(ascend_attn.flash_attention_varlen_score(q, k, v, heads, cum, cum, **kw)[0])
+        run_op(**kw)
 
     def ours_full():
         # the same op and inputs without the causal mask, timed interleaved with the causal runs
         # of the set: the causal / full ratio then comes from one set, not two sets minutes apart
-        finish(ascend_attn.flash_attention_varlen_score(q, k, v, heads, cum, cum, scale_value=scale)[0])
+        run_op(scale_value=scale)
 
     def sdpa_loop():
         # [1, N, L, D] views: 4-D inputs take torch's CPU flash kernel (3-D ones fall back to the math path)

@@ -130,7 +130,8 @@ def evaluate_targets(rows, mem_points, mode):
     for (g, c), r in cases.items():
         if g in ("FA forward", "FA fwd+bwd") and r.get("causal") and not r.get("test_size"):
             # the full-mask runs of the same set (interleaved) where the set has them, else the full set
-            a, b = t.get((g, c, "ours")), t.get((g, c, "ours_full")) or t.get((g, c.replace(" causal ", " full ", 1), "ours"))
+            full = t.get((g, c, "ours_full")) or t.get((g, c.replace(" causal ", " full ", 1), "ours"))
+            a, b = t.get((g, c, "ours")), full
             if a and b:
                 vals.append((paired_ratio(a, b), f"{g} {c}"))
     worst("FA causal <= 0.55x full, same shape", 0.55, vals)
@@ -176,8 +177,8 @@ def render(rows, targets, mem_points, meta) -> str:
              "Times: median of the timed runs after one warm-up, candidates interleaved; spread: interquartile "
              f"range over the median (max - min below 4 runs), above {UNSTABLE_SPREAD:.0%} the set is unstable "
              "and a target it misses reads UNSTABLE. `ours ÷ this`: our time over this row's time (< 1: ours "
-             "faster), the median over the rounds of the two runs of each round, as in the targets. Peak extra MiB: resident high-water mark of the warm-up run over the resident size "
-             "before it.", ""]
+             "faster), the median over the rounds of the two runs of each round, as in the targets. Peak "
+             "extra MiB: resident high-water mark of the warm-up run over the resident size before it.", ""]
     for group in GROUPS:
         group_rows = [r for r in rows if r["group"] == group]
         if not group_rows:  # a group this run did not measure (--only) gets no table

@@ -1,8 +1,8 @@
 // SIMD building blocks of the native kernels (first those of the decode side, IncreFlashAttention
 // and RingAttentionUpdate; the FA row ops use the loads and the roundings too): one exp algorithm
 // in a scalar and an AVX2 form that give the same bits, 8-wide loads/stores of fp32/fp16/bf16 rows
-// and the fp16 / bf16 roundings of the spec. AVX2 functions carry target attributes (the library is built without
-// -march); callers pick them at run time from cpu_features().avx2.
+// and the fp16 / bf16 roundings of the spec. AVX2 functions carry target attributes (the library
+// is built without -march); callers pick them at run time from cpu_features().avx2.
 #pragma once
 
 #include <cmath>

@@ -100,8 +100,8 @@ static inline V vround_bf16(V a) {
 // The rows of the tile ahead, prefetched a few cache lines at a time between micro-kernel calls: a
 // burst of a whole tile's lines fills the miss buffers and stalls the core until they return.
 // They go to L2 (prefetcht2), not L1: the tile ahead of every KV head of a unit is as large as L1
-// (kTile positions x ng heads x 256 B: 32 KiB at ng = 4 fp16 heads) and evicted the tile in use before it
-// was read. Measured interleaved in one process (B=8, Nq=32, D=128, fp16, Zen 3): 8-12 % faster
+// (kTile positions x ng heads x 256 B: 32 KiB at ng = 4 fp16 heads) and evicted the tile in use
+// before it was read. Measured interleaved in one process (B=8, Nq=32, D=128, fp16, Zen 3): 8-12 % faster
 // than prefetcht0 at 1k and 8k positions, int8 about 2 %; prefetching a tile further ahead did
 // not help, and no prefetching at all was 1.5x slower.
 struct RowPrefetch {

@@ -3,10 +3,11 @@
 //
 // The products are fp32 GEMMs (gemm.h) whose operands are exact fp16/bf16 values: products exact,
 // accumulation fp32, as the spec asks. Inputs are read in their own dtype and converted to float32
-// row by row (load_row) as K / V are laid out once per (sequence, kv head) and thread (HeadLayout)
-// and Q enters a tile; the backward's Q, dO and O arrive as float32 copies made by the binding.
-// P and dS are rounded to the input dtype's grid (kept as float32 values) before their products;
-// outputs are rounded the same way and narrowed exactly by the binding.
+// row by row (load_rows, row_convert.h) as K / V are laid out once per (sequence, kv head) and
+// thread (HeadLayout) and Q enters a tile; the backward's Q, dO and O arrive as float32 copies made
+// by the binding. P and dS are rounded to the input dtype's grid (kept as float32 values) before
+// their products; the forward's output is rounded the same way as it is written in its dtype
+// (store_row), the gradients are rounded in float32 and narrowed exactly by the binding.
 //
 // Work is split into (query block x key block) tiles; a tile's scores stay in one cache-resident
 // [rows, cols] buffer while scale, pse, mask, softmax, dropout and rounding run over it.
@@ -21,6 +22,7 @@
 #include "common.h"
 #include "decode_simd.h"
 #include "gemm.h"
+#include "row_convert.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -92,10 +94,6 @@ inline int64_t stats_offset(const Plan& p, const Sequence& s, int64_t i, int64_t
   return p.stats_tnd ? ((s.oq + i) * p.heads_q + h) * 8 : (s.oq * p.heads_q + h * s.s1 + i) * 8;
 }
 
-// n elements of a row of `type` (fp32 / fp16 / bf16) starting at element `offset` of src, as
-// float32 (exact): inputs are read in their own dtype, never converted as whole tensors first.
-void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* dst);
-
 // ----------------------------------------------------------------------------- K / V layouts
 // The K or V rows of one (sequence, kv head) laid out as a B operand of the products (gemm.h),
 // once, and kept while a thread's work items stay on that head (K's own rows are N2 * D apart,
@@ -117,7 +115,7 @@ class HeadLayout {
     const int64_t first = s.ok * kv_ld_ + n2 * dim_;  // element offset of the head's first row
     if (!transposed_) {
       float* dst = reserve(s.s2 * ld_);
-      for (int64_t j = 0; j < s.s2; ++j) load_row(src, type, first + j * kv_ld_, dim_, dst + j * ld_);
+      load_rows(src, type, first, kv_ld_, s.s2, dim_, dst, ld_);
       return;
     }
     const int64_t blocks = (s.s2 + block_ - 1) / block_;
@@ -128,7 +126,7 @@ class HeadLayout {
       int64_t rows_ld = kv_ld_;
       if (type != ElemType::f32) {  // the block's rows in float32 first
         scratch_.resize(block_ * dim_);
-        for (int64_t j = 0; j < n; ++j) load_row(src, type, first + (j0 + j) * kv_ld_, dim_, scratch_.data() + j * dim_);
+        load_rows(src, type, first + j0 * kv_ld_, kv_ld_, n, dim_, scratch_.data(), dim_);
         rows = scratch_.data();
         rows_ld = dim_;
       }

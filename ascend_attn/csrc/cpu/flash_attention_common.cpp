@@ -174,34 +174,7 @@ bool use_avx2() {
   return cpu_features().avx2;
 }
 
-#if defined(__x86_64__)
-ASCEND_ATTN_AVX2 void load_row_avx2(const void* src, ElemType type, int64_t offset, int64_t n, float* dst) {
-  const auto* h = static_cast<const uint16_t*>(src) + offset;
-  int64_t c = 0;
-  if (type == ElemType::f16) {
-    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(dst + c, load8_f16(h + c));
-    for (; c < n; ++c) dst[c] = fp16_to_float(h[c]);
-  } else {
-    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(dst + c, load8_bf16(h + c));
-    for (; c < n; ++c) dst[c] = bf16_to_float(h[c]);
-  }
-}
-#endif
-
 }  // namespace
-
-void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* dst) {
-  if (type == ElemType::f32) {
-    const float* f = static_cast<const float*>(src) + offset;
-    std::copy(f, f + n, dst);
-    return;
-  }
-#if defined(__x86_64__)
-  if (use_avx2()) return load_row_avx2(src, type, offset, n, dst);
-#endif
-  const auto* h = static_cast<const uint16_t*>(src) + offset;
-  for (int64_t c = 0; c < n; ++c) dst[c] = type == ElemType::f16 ? fp16_to_float(h[c]) : bf16_to_float(h[c]);
-}
 
 const RowOps& row_ops() {
 #if defined(__x86_64__)

@@ -2,6 +2,8 @@
 // block) tile with an online softmax. Core: ForwardKernel (plain pointers); binding at the bottom.
 #include <torch/library.h>
 
+#include <numeric>
+
 #include "flash_attention_binding.h"
 
 namespace ascend_attn_cpu {
@@ -19,12 +21,13 @@ struct ForwardItem {
 // One thread's tiles: rows = block_q * G query rows, block_k key columns; K^T and V of the
 // item's (sequence, kv head).
 struct ForwardTiles {
-  std::vector<float> qt, acc, scores, drop, m, l, row;
+  std::vector<float> qt, acc, scores, drop, m, l;
+  std::vector<float> rows_f32;  // the item's Q rows in float32 (CopyIn), then one output row (CopyOut)
   std::vector<uint8_t> keep;
   HeadLayout kt, v;
   explicit ForwardTiles(const Plan& p) : kt(p, /*transposed=*/true), v(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
-    row.assign(d, 0.f);
+    rows_f32.assign(rows * d, 0.f);
     qt.assign((rows + kBlockRows - 1) / kBlockRows * kBlockRows * d, 0.f);  // whole row blocks
     acc.assign(rows * d, 0.f);
     scores.assign(rows * p.block_k, 0.f);
@@ -37,9 +40,9 @@ struct ForwardTiles {
 
 class ForwardKernel {
  public:
-  // q [T1, N1, D], k / v [T2, N2, D] contiguous, all of `type`; out [T1, N1, D] float32 (zeros),
-  // stats [T1, N1, 8] float32 (zeros).
-  ForwardKernel(const Plan& p, const void* q, const void* k, const void* v, ElemType type, float* out, float* smax,
+  // q [T1, N1, D], k / v [T2, N2, D] contiguous, all of `type`; out [T1, N1, D] of `type`, stats
+  // [T1, N1, 8] float32: every row of a sequence written (the rows past the last one are not).
+  ForwardKernel(const Plan& p, const void* q, const void* k, const void* v, ElemType type, void* out, float* smax,
                 float* ssum)
       : p_(p), q_(q), k_(k), v_(v), type_(type), out_(out), smax_(smax), ssum_(ssum), seqs_(sequences(p)),
         ops_(row_ops()) {
@@ -72,12 +75,14 @@ class ForwardKernel {
   // Q rows of the item, times scale (one pass over q instead of one per score tile); fresh m, l, acc.
   void CopyIn(const Sequence& s, const ForwardItem& item, ForwardTiles& t) {
     const int64_t g_size = p_.group(), d = p_.head_dim, rows = (item.i1 - item.i0) * g_size;
+    // the G heads of a position are adjacent: one row of G * D elements per position
+    load_rows(q_, type_, ((s.oq + item.i0) * p_.heads_q + item.n2 * g_size) * d, p_.heads_q * d, item.i1 - item.i0,
+              g_size * d, t.rows_f32.data(), g_size * d);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = item.i0 + r / g_size, h = item.n2 * g_size + r % g_size;
-      load_row(q_, type_, ((s.oq + i) * p_.heads_q + h) * d, d, t.row.data());
+      const float* src = t.rows_f32.data() + r * d;
       // blocked for gemm_blocked_a: element (r, c) at (r / 6) * 6 * d + c * 6 + r % 6
       float* dst = t.qt.data() + (r / kBlockRows) * kBlockRows * d + r % kBlockRows;
-      for (int64_t c = 0; c < d; ++c) dst[c * kBlockRows] = t.row[c] * p_.scale;
+      for (int64_t c = 0; c < d; ++c) dst[c * kBlockRows] = src[c] * p_.scale;
     }
     std::fill(t.m.begin(), t.m.begin() + rows, -kInf);
     std::fill(t.l.begin(), t.l.begin() + rows, 0.f);
@@ -121,18 +126,17 @@ class ForwardKernel {
     });
   }
 
-  // out = acc / l rounded to the input dtype's grid; statistics x 8 lanes; empty rows per §9a.
+  // out = acc / l, written in the input dtype (rounded onto its grid); statistics x 8 lanes; empty
+  // rows (zeros, §9a).
   void CopyOut(const Sequence& s, const ForwardItem& item, ForwardTiles& t) {
     const int64_t g_size = p_.group(), d = p_.head_dim, rows = (item.i1 - item.i0) * g_size;
+    float* o = t.rows_f32.data();
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = item.i0 + r / g_size, h = item.n2 * g_size + r % g_size;
       const bool empty = t.l[r] == 0.f;
-      if (!empty) {
-        float* dst = out_ + ((s.oq + i) * p_.heads_q + h) * d;
-        const float* a = t.acc.data() + r * d;
-        for (int64_t c = 0; c < d; ++c) dst[c] = a[c] / t.l[r];
-        ops_.round(dst, d, p_.round);
-      }
+      const float* a = t.acc.data() + r * d;
+      for (int64_t c = 0; c < d; ++c) o[c] = empty ? 0.f : a[c] / t.l[r];
+      store_row(o, d, type_, out_, ((s.oq + i) * p_.heads_q + h) * d);
       const int64_t off = stats_offset(p_, s, i, h);
       std::fill(smax_ + off, smax_ + off + 8, empty ? -kFltMax : t.m[r]);
       std::fill(ssum_ + off, ssum_ + off + 8, empty ? kFltMax : t.l[r]);
@@ -142,7 +146,8 @@ class ForwardKernel {
   const Plan& p_;
   const void *q_, *k_, *v_;
   ElemType type_;
-  float *out_, *smax_, *ssum_;
+  void* out_;
+  float *smax_, *ssum_;
   std::vector<Sequence> seqs_;
   const RowOps& ops_;
   std::vector<ForwardItem> items_;
@@ -160,13 +165,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_fwd(
   const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
   TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
               "flash attention native: query, key and value must share a dtype");
-  at::Tensor out = fresh_tensor(query.sizes(), query.options().dtype(at::kFloat), /*zero=*/true);
-  at::Tensor smax = fresh_tensor({query.size(0), query.size(1), 8}, out.options(), /*zero=*/true);
-  at::Tensor ssum = fresh_tensor(smax.sizes(), out.options(), /*zero=*/true);
-  ForwardKernel(bound.plan, q.data_ptr(), k.data_ptr(), v.data_ptr(), elem_type(q), out.data_ptr<float>(),
+  at::Tensor out = fresh_tensor(query.sizes(), query.options());
+  at::Tensor smax = fresh_tensor({query.size(0), query.size(1), 8}, query.options().dtype(at::kFloat));
+  at::Tensor ssum = fresh_tensor(smax.sizes(), smax.options());
+  ForwardKernel(bound.plan, q.data_ptr(), k.data_ptr(), v.data_ptr(), elem_type(q), out.data_ptr(),
                 smax.data_ptr<float>(), ssum.data_ptr<float>())
       .run();
-  return {narrow_exact(out, query.scalar_type()), smax, ssum};
+  // rows past the last sequence (T1 > sum of seq_q) are zeros, as in the eager kernel
+  const int64_t used = std::accumulate(seq_q.begin(), seq_q.end(), int64_t(0)), tail = query.size(0) - used;
+  for (at::Tensor* t : {&out, &smax, &ssum})
+    if (tail > 0) t->narrow(0, used, tail).zero_();
+  return {out, smax, ssum};
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "common.h"
 #include "decode_simd.h"
 #include "incre_flash_attention.h"
+#include "row_convert.h"
 
 namespace ascend_attn_cpu {
 namespace ifa {
@@ -53,34 +54,10 @@ inline int8_t int8_sat(float x) {
 
 inline float fp16_rne_value(float x) { return fp16_to_float(float_to_fp16_rne(x)); }
 
-#if defined(__x86_64__)
-// The first d / 8 * 8 elements of an fp16 (ties away) or bf16 (nearest even) output row, 8 at a
-// time with the scalar rules' bits; returns how many it wrote. (Scalar, this loop was 40 % of a
-// short decode call: 32k outputs at B=8, Nq=32, D=128.)
-ASCEND_ATTN_AVX2 int64_t write_row_avx2(ElemType type, uint16_t* out, const float* o, int64_t d) {
-  int64_t e = 0;
-  if (type == ElemType::f16)
-    for (; e + 8 <= d; e += 8) store8_f16_half_away(out + e, _mm256_loadu_ps(o + e));
-  else
-    for (; e + 8 <= d; e += 8) store8_bf16_rne(out + e, _mm256_loadu_ps(o + e));
-  return e;
-}
-#endif
-
 // Writes row (b, h) of the output from o[D] (float32, already normalised).
 void write_row(const Plan& p, int64_t b, int64_t h, const float* o) {
   const int64_t d = p.head_dim, base = (b * p.heads_q + h) * d;
   switch (p.out_type) {
-    case ElemType::f16:
-    case ElemType::bf16: {
-      uint16_t* out = static_cast<uint16_t*>(p.out) + base;
-      int64_t e = 0;
-#if defined(__x86_64__)
-      if (cpu_features().avx2) e = write_row_avx2(p.out_type, out, o, d);
-#endif
-      for (; e < d; ++e) out[e] = p.out_type == ElemType::f16 ? float_to_fp16_half_away(o[e]) : float_to_bf16_rne(o[e]);
-      return;
-    }
     case ElemType::i8: {
       int8_t* out = static_cast<int8_t*>(p.out) + base;
       if (p.quant == 1) {  // per tensor: AscendQuant in fp16 arithmetic, half-even
@@ -102,10 +79,8 @@ void write_row(const Plan& p, int64_t b, int64_t h, const float* o) {
       }
       return;
     }
-    default: {
-      float* out = static_cast<float*>(p.out) + base;
-      for (int64_t e = 0; e < d; ++e) out[e] = o[e];
-    }
+    default:  // fp32, fp16 (ties away), bf16 (nearest even)
+      return store_row(o, d, p.out_type, p.out, base);
   }
 }
 

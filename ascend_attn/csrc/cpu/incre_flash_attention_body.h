@@ -365,22 +365,6 @@ static void unit_pv(const Plan& p, const Item* its, int64_t ng, PartialView* out
   });
 }
 
-// out[e] = float(row[off + e]) for e < d.
-template <ElemType T>
-static void load_row_f32_t(const void* base, int64_t off, int64_t d, float* out) {
-  int64_t e = 0;
-  for (; e + 8 <= d; e += 8) vstore(out + e, vload_elem<T>(base, off + e));
-  for (; e < d; ++e) out[e] = load_elem<T>(base, off + e);
-}
-static void load_row_f32(ElemType t, const void* base, int64_t off, int64_t d, float* out) {
-  switch (t) {
-    case ElemType::f16: return load_row_f32_t<ElemType::f16>(base, off, d, out);
-    case ElemType::bf16: return load_row_f32_t<ElemType::bf16>(base, off, d, out);
-    case ElemType::i8: return load_row_f32_t<ElemType::i8>(base, off, d, out);
-    default: return load_row_f32_t<ElemType::f32>(base, off, d, out);
-  }
-}
-
 template <ElemType KV>
 static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* outs, std::vector<float>& scratch,
                        std::vector<const void*>& rows) {
@@ -400,7 +384,7 @@ static void float_unit(const Plan& p, const Item* its, int64_t ng, PartialView* 
     for (int64_t j = 0; j < g; ++j) {
       const int64_t h = kvh * g + j;
       float* qj = qf + j * d;
-      load_row_f32(p.q_type, p.query, (b * p.heads_q + h) * d, d, qj);
+      load_row(p.query, p.q_type, (b * p.heads_q + h) * d, d, qj);
       if (p.aq_scale)
         for (int64_t e = 0; e < d; ++e) qj[e] *= p.aq_scale[p.aq_channel ? kvh * d + e : 0];
       float bias = 0.0f;

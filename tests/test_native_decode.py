@@ -193,6 +193,12 @@ with native.forced("native"):
     for case in ({cases!r}):
         args, kwargs = int8_case(False, "A", seed=4) if case == "A" else ifa_case(**case, seed=5)
         outs.append(ascend_attn.incre_flash_attention(*args, **kwargs))
+    # NaN in a query row and in a kept key: P's rounding must carry NaN the same way in both builds
+    (q, k, *rest), kwargs = ifa_case("BSH", "float16", seed=6)
+    q, k = q.clone(), k.clone()
+    q[0, 0, 5] = float("nan")
+    k[1, 3, 7] = float("nan")
+    outs.append(ascend_attn.incre_flash_attention(q, k, *rest, **kwargs))
     for args, kwargs in rau_torch_sample_inputs():
         outs += list(ascend_attn.ring_attention_update(*args, **kwargs))
 torch.save(outs, sys.argv[1])

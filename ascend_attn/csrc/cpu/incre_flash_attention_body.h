@@ -40,20 +40,8 @@ static inline V vload_elem(const void* row, int64_t e) {
   else if constexpr (T == ElemType::i8) return {load8_i8(static_cast<const int8_t*>(row) + e)};
   else return {_mm256_loadu_ps(static_cast<const float*>(row) + e)};
 }
-// P before P.V: fp16 nearest with ties away (HALF_AWAY16), from RNE by fixing the ties it rounded
-// towards zero (the other neighbour x + (x - rne) is an fp16 value exactly on a tie).
-static inline V vround_fp16_away(V a) {
-  const __m256 x = a.v;
-  __m256 back = _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  __m256 diff = _mm256_sub_ps(x, back);
-  __m256 other = _mm256_add_ps(x, diff);
-  __m256 other_rt = _mm256_cvtph_ps(_mm256_cvtps_ph(other, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 tie = _mm256_and_ps(_mm256_cmp_ps(diff, _mm256_setzero_ps(), _CMP_NEQ_OQ),
-                             _mm256_cmp_ps(other_rt, other, _CMP_EQ_OQ));
-  tie = _mm256_and_ps(tie, _mm256_cmp_ps(_mm256_and_ps(back, abs_mask), _mm256_and_ps(x, abs_mask), _CMP_LT_OQ));
-  return {_mm256_blendv_ps(back, other, tie)};
-}
+// P before P.V: fp16 nearest with ties away (HALF_AWAY16), the rounding FA uses too.
+static inline V vround_fp16_away(V a) { return {round8_fp16_half_away(a.v)}; }
 static inline V vround_bf16(V a) { return {round8_bf16_even(a.v)}; }
 #else
 struct V { float v[8]; };

@@ -39,7 +39,8 @@ CONFIGS = {
     "full": dict(heads=8, head_dim=128, fa=_FA_FULL, naive_max_seq=2048, repeats=5, big_repeats=3, set_seconds=1.5,
                  ifa_lens=(1024, 8192, 32768), ifa_batch=8,
                  ifa_skip={(32768, i8, pg, r) for i8 in (False, True) for pg in (False, True) for r in (8, 4)}
-                 - {(32768, False, False, 8), (32768, False, True, 4), (32768, True, False, 8), (32768, True, True, 4)}, ifa_heads_q=32, ifa_dim=128, ifa_block=128,
+                 - {(32768, False, False, 8), (32768, False, True, 4), (32768, True, False, 8), (32768, True, True, 4)},
+                 ifa_heads_q=32, ifa_dim=128, ifa_block=128,
                  rau_sbh=(4096, 4, 8, 128), rau_tnd=([2048] * 8, 8, 128),
                  # one growing sequence up to 4k, then 2k sequences packed up to 64k tokens (a single 64k
                  # sequence would take several minutes of attention work on a CPU)

@@ -143,7 +143,8 @@ def evaluate_targets(rows, mem_points, mode):
     vals = [(ratio(g, c, "naive", "ours"), c) for (g, c), r in cases.items()
             if g == "IFA decode" and r.get("kv_dtype") == "int8"]
     worst("IFA int8 antiquant >= 2x faster than naive dequantise-then-attend", 2.0, vals, higher_is_better=True)
-    vals = [(ratio(g, c, "ours", "sdpa"), c) for (g, c), r in cases.items() if g == "IFA decode" and r.get("small_step")]
+    vals = [(ratio(g, c, "ours", "sdpa"), c) for (g, c), r in cases.items()
+            if g == "IFA decode" and r.get("small_step")]
     worst("IFA one small decode step (B=1, N=8, S=128) <= 2.0x SDPA", 2.0, vals)
     vals = [(ratio(g, c, "ours", "copy"), c) for (g, c) in cases if g == "RAU"]
     worst("RAU <= 1.2x copying its inputs into preallocated buffers", 1.2, vals)
@@ -183,7 +184,8 @@ def render(rows, targets, mem_points, meta) -> str:
         group_rows = [r for r in rows if r["group"] == group]
         if not group_rows:  # a group this run did not measure (--only) gets no table
             continue
-        lines += [f"## {group}", "", "| case | impl | median ms | runs | spread | peak extra MiB | ours ÷ this | note |",
+        lines += [f"## {group}", "",
+                  "| case | impl | median ms | runs | spread | peak extra MiB | ours ÷ this | note |",
                   "|---|---|---:|---:|---:|---:|---:|---|"]
         for r in group_rows:
             ours = t.get((group, r["case"], "ours"))
@@ -192,7 +194,8 @@ def render(rows, targets, mem_points, meta) -> str:
             peak = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.1f}"
             rat = "-" if (r["time_s"] is None or ours is None or r["impl"] == "ours") else \
                 f"{paired_ratio(ours, r):.2f}x"
-            lines.append(f"| {r['case']} | {r['impl']} | {ms} | {r['runs']} | {spread} | {peak} | {rat} | {r['note']} |")
+            lines.append(f"| {r['case']} | {r['impl']} | {ms} | {r['runs']} | {spread} | {peak} | {rat} "
+                         f"| {r['note']} |")
         lines.append("")
     measured = [x for x in targets if x[1] != "not measured"]
     lines += ["## Targets", "", "| target | measured | result | miss by |", "|---|---|---|---|"]

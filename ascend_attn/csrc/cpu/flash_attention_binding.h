@@ -52,8 +52,8 @@ inline void bind_plan(BoundPlan& out, const at::Tensor& query, const at::Tensor&
                       at::IntArrayRef seq_kv, double scale, const std::optional<at::Tensor>& pse, int64_t pse_form,
                       int64_t pse_type, int64_t q_start, int64_t kv_start, const std::optional<at::Tensor>& drop_mask,
                       double keep_prob, const std::optional<at::Tensor>& atten_mask, int64_t mask_form,
-                      at::IntArrayRef band_lo, at::IntArrayRef band_hi, at::IntArrayRef prefix, bool stats_tnd, int64_t block_q,
-                      int64_t block_k) {
+                      at::IntArrayRef band_lo, at::IntArrayRef band_hi, at::IntArrayRef prefix, bool stats_tnd,
+                      int64_t block_q, int64_t block_k) {
   TORCH_CHECK(query.dim() == 3 && key.dim() == 3, "flash attention native: TND tensors expected");
   TORCH_CHECK(seq_q.size() == seq_kv.size() && band_lo.size() == seq_q.size() && band_hi.size() == seq_q.size() &&
                   prefix.size() == seq_q.size(),

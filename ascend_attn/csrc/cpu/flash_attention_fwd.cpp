@@ -49,7 +49,8 @@ class ForwardKernel {
     for (const Sequence& s : seqs_) {
       if (s.s1 == 0) continue;
       for (int64_t n2 = 0; n2 < p.heads_kv; ++n2)
-        for (int64_t i0 = 0; i0 < s.s1; i0 += p.block_q) items_.push_back({s.b, n2, i0, std::min(s.s1, i0 + p.block_q)});
+        for (int64_t i0 = 0; i0 < s.s1; i0 += p.block_q)
+          items_.push_back({s.b, n2, i0, std::min(s.s1, i0 + p.block_q)});
     }
   }
 

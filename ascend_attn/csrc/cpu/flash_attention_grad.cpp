@@ -24,7 +24,8 @@ struct GradTiles {
   int64_t ld, prob_ld;  // row strides of the Q / dO tiles and of the P / dP tiles
   HeadLayout kt, vt, k;
   explicit GradTiles(const Plan& p)
-      : ld(padded_ld(p.head_dim)), prob_ld(padded_ld(p.block_k)), kt(p, /*transposed=*/true), vt(p, /*transposed=*/true), k(p, /*transposed=*/false) {
+      : ld(padded_ld(p.head_dim)), prob_ld(padded_ld(p.block_k)), kt(p, /*transposed=*/true),
+        vt(p, /*transposed=*/true), k(p, /*transposed=*/false) {
     const int64_t rows = p.block_q * p.group(), d = p.head_dim;
     qt.assign(rows * ld, 0.f);
     dot.assign(rows * ld, 0.f);
@@ -202,6 +203,7 @@ TORCH_LIBRARY_FRAGMENT(ascend_attn_cpu, m) {
       "flash_attention_grad(Tensor query, Tensor key, Tensor value, Tensor dy, Tensor softmax_max, "
       "Tensor softmax_sum, Tensor attention_in, int[] seq_q, int[] seq_kv, float scale, Tensor? pse, int pse_form, "
       "int pse_type, int q_start, int kv_start, Tensor? drop_mask, float keep_prob, Tensor? atten_mask, "
-      "int mask_form, int[] band_lo, int[] band_hi, int[] prefix, bool stats_tnd, int block_q=0, int block_k=0) -> (Tensor, Tensor, Tensor)");
+      "int mask_form, int[] band_lo, int[] band_hi, int[] prefix, bool stats_tnd, int block_q=0, int block_k=0) "
+      "-> (Tensor, Tensor, Tensor)");
   m.impl("flash_attention_grad", c10::DispatchKey::CPU, TORCH_FN(ascend_attn_cpu::fa::flash_attention_grad));
 }

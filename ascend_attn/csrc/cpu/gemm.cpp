@@ -160,10 +160,12 @@ AVX2_FN void gemm_panels(int64_t m, int64_t n, int64_t k, const float* a, int64_
         prefetch_piece(b + next_row * ldb + j + 16);
       if (accumulate)
         for (int64_t r = 0; r < rows; ++r) prefetch_piece(c + (i + r) * ldc + j);
+      const float* a_i = a + i / 6 * a_block;
+      float* c_i = c + i * ldc + j;
       if (cols == 16)
-        micro_rows<false, MODE>(rows, k, a + i / 6 * a_block, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
+        micro_rows<false, MODE>(rows, k, a_i, a_row, a_col, b + j, ldb, c_i, ldc, accumulate, cols);
       else
-        micro_rows<true, MODE>(rows, k, a + i / 6 * a_block, a_row, a_col, b + j, ldb, c + i * ldc + j, ldc, accumulate, cols);
+        micro_rows<true, MODE>(rows, k, a_i, a_row, a_col, b + j, ldb, c_i, ldc, accumulate, cols);
     }
   }
 }
@@ -280,5 +282,6 @@ SingleThreadedGemm::~SingleThreadedGemm() {
 }  // namespace ascend_attn_cpu
 
 TORCH_LIBRARY_FRAGMENT(ascend_attn_cpu, m) {
-  m.def("gemm_kind() -> str", [] { return std::string(ascend_attn_cpu::gemm_kind_name(ascend_attn_cpu::gemm_kind())); });
+  m.def("gemm_kind() -> str",
+        [] { return std::string(ascend_attn_cpu::gemm_kind_name(ascend_attn_cpu::gemm_kind())); });
 }

@@ -197,7 +197,8 @@ void run_int8(const Plan& p, const std::vector<Item>& items, Partials& parts, co
   parallel_units(p, items, parts, [&](int64_t i0, PartialView* views, std::vector<float>& scratch,
                                       std::vector<const void*>& rows) {
 #if defined(__x86_64__)
-    if (avx2) return isa_avx2::int8_scores_unit(p, &items[i0], per_unit, views, sh_rows.data(), sh_base.data(), scratch, rows);
+    if (avx2)
+      return isa_avx2::int8_scores_unit(p, &items[i0], per_unit, views, sh_rows.data(), sh_base.data(), scratch, rows);
 #endif
     isa_scalar::int8_scores_unit(p, &items[i0], per_unit, views, sh_rows.data(), sh_base.data(), scratch, rows);
   });

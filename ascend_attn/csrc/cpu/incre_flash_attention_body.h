@@ -26,11 +26,13 @@ static inline V vsum8(const V* a) {
     return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
   };
   auto pairs = [](__m256 x, __m256 y) {  // per 128-bit lane: [x0 + x2, x1 + x3, y0 + y2, y1 + y3]
-    return _mm256_add_ps(_mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
   };
   const __m256 w0 = pairs(halves(a[0].v, a[4].v), halves(a[1].v, a[5].v));
   const __m256 w1 = pairs(halves(a[2].v, a[6].v), halves(a[3].v, a[7].v));
-  return {_mm256_add_ps(_mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)), _mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)))};
+  return {_mm256_add_ps(_mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                        _mm256_shuffle_ps(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)))};
 }
 static inline V vexp(V a) { return {exp8(a.v)}; }
 template <ElemType T>
@@ -50,7 +52,11 @@ static inline V vset1(float x) { V r; for (int i = 0; i < 8; ++i) r.v[i] = x; re
 static inline V vload(const float* p) { V r; for (int i = 0; i < 8; ++i) r.v[i] = p[i]; return r; }
 static inline V vkeep(V a) { return a; }
 static inline void vstore(float* p, V a) { for (int i = 0; i < 8; ++i) p[i] = a.v[i]; }
-static inline V vfma(V a, V b, V c) { V r; for (int i = 0; i < 8; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]); return r; }
+static inline V vfma(V a, V b, V c) {
+  V r;
+  for (int i = 0; i < 8; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+  return r;
+}
 static inline V vadd(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] + b.v[i]; return r; }
 static inline V vsub(V a, V b) { V r; for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] - b.v[i]; return r; }
 static inline V vmaxn(V a, V b) {
@@ -329,7 +335,8 @@ template <ElemType KV>
 static void unit_scores(const Plan& p, const Item* its, int64_t ng, float* scratch, int64_t blk, int64_t ns,
                         float scale, const void** rows) {
   const int64_t g = p.group, d = p.head_dim, c0 = its[0].c0;
-  for_each_tile<KV>(p, its, ng, true, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1, RowPrefetch& pf) {
+  for_each_tile<KV>(p, its, ng, true, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1,
+                                                RowPrefetch& pf) {
     const float* qf = scratch + gi * blk;
     const float* kb = qf + g * d;
     pf.pace(score_blocks(g, t1 - t0));
@@ -342,7 +349,8 @@ template <ElemType KV, class POf, class LiveOf>
 static void unit_pv(const Plan& p, const Item* its, int64_t ng, PartialView* outs, int64_t ns, POf p_of,
                     LiveOf live_of, const void** rows) {
   const int64_t g = p.group, c0 = its[0].c0;
-  for_each_tile<KV>(p, its, ng, false, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1, RowPrefetch& pf) {
+  for_each_tile<KV>(p, its, ng, false, rows, [&](int64_t gi, const void* const* r, int64_t t0, int64_t t1,
+                                                 RowPrefetch& pf) {
     const float* pm = p_of(gi) + (t0 - c0);
     const uint8_t* live = live_of(gi) + (t0 - c0);
     bool all_live = true;

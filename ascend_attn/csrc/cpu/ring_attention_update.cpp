@@ -55,7 +55,8 @@ constexpr int64_t kTileRows = 128;
 
 void finish_plan(Plan& p) {
   p.unit_start.assign(1, 0);
-  for (const Segment& s : p.segments) p.unit_start.push_back(p.unit_start.back() + (s.rows + kTileRows - 1) / kTileRows);
+  for (const Segment& s : p.segments)
+    p.unit_start.push_back(p.unit_start.back() + (s.rows + kTileRows - 1) / kTileRows);
 }
 
 // ------------------------------------------------------------------ statistics of one row
@@ -81,7 +82,9 @@ ASCEND_ATTN_AVX2 inline void merge_stats_avx2(const Plan& p, int64_t row, float*
   __m256 sp = _mm256_mul_ps(_mm256_loadu_ps(p.prev_sum + o), exp8(_mm256_sub_ps(pm, m)));
   __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(p.cur_sum + o), exp8(_mm256_sub_ps(cm, m)));
   __m256 s = _mm256_add_ps(sp, sc);
-  if ((reinterpret_cast<uintptr_t>(p.new_max + o) & 31) == 0 && (reinterpret_cast<uintptr_t>(p.new_sum + o) & 31) == 0) {
+  const bool aligned = (reinterpret_cast<uintptr_t>(p.new_max + o) & 31) == 0 &&
+                       (reinterpret_cast<uintptr_t>(p.new_sum + o) & 31) == 0;
+  if (aligned) {
     _mm256_stream_ps(p.new_max + o, m);  // write-only outputs: no read of their lines first
     _mm256_stream_ps(p.new_sum + o, s);
   } else {
@@ -136,7 +139,8 @@ ASCEND_ATTN_AVX2 inline __m256i pack16(__m256 lo, __m256 hi) {
     return _mm256_set_m128i(_mm256_cvtps_ph(hi, rne), _mm256_cvtps_ph(lo, rne));
   } else {  // bf16 RNE with NaN kept quiet
     // packus interleaves the 128-bit lanes: [lo0-3, hi0-3, lo4-7, hi4-7] -> reorder the 64-bit quarters
-    return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_rne_bits8(lo), bf16_rne_bits8(hi)), _MM_SHUFFLE(3, 1, 2, 0));
+    return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_rne_bits8(lo), bf16_rne_bits8(hi)),
+                                    _MM_SHUFFLE(3, 1, 2, 0));
   }
 }
 

@@ -24,7 +24,8 @@ def test_bench_tiny_writes_results_for_every_group(tmp_path):
     assert all(t["result"] in ("PASS", "MISS", "UNSTABLE", "n/a") for t in data["targets"])
     assert all("spread" in row for row in data["rows"])
     impls = {row["impl"] for row in data["rows"]}
-    assert {"ours", "eager", "sdpa_loop", "sdpa_padded", "naive", "cache_copy", "copy", "sdpa", "ours_full"} <= impls
+    assert {"ours", "eager", "sdpa_loop", "sdpa_padded", "naive", "cache_copy", "copy", "sdpa",
+            "ours_full"} <= impls
     # the full-mask runs of the causal / full target are timed inside the causal sets only
     assert all(row["causal"] for row in data["rows"] if row["impl"] == "ours_full")
     assert len(data["memory_growth"]) >= 2

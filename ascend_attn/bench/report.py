@@ -131,9 +131,9 @@ def evaluate_targets(rows, mem_points, mode):
         if g in ("FA forward", "FA fwd+bwd") and r.get("causal") and not r.get("test_size"):
             # the full-mask runs of the same set (interleaved) where the set has them, else the full set
             full = t.get((g, c, "ours_full")) or t.get((g, c.replace(" causal ", " full ", 1), "ours"))
-            a, b = t.get((g, c, "ours")), full
-            if a and b:
-                vals.append((paired_ratio(a, b), f"{g} {c}"))
+            causal = t.get((g, c, "ours"))
+            if causal and full:
+                vals.append((paired_ratio(causal, full), f"{g} {c}"))
     worst("FA causal <= 0.55x full, same shape", 0.55, vals)
     vals = [(ratio(g, c, "ours", "eager"), c) for (g, c) in cases if g.startswith("FA ") and (g, c, "eager") in t]
     worst("FA native <= 1.0x the eager kernel (CPU path in use vs eager torch)", 1.0, vals)

@@ -136,7 +136,11 @@ class ForwardKernel {
       const int64_t i = item.i0 + r / g_size, h = item.n2 * g_size + r % g_size;
       const bool empty = t.l[r] == 0.f;
       const float* a = t.acc.data() + r * d;
-      for (int64_t c = 0; c < d; ++c) o[c] = empty ? 0.f : a[c] / t.l[r];
+      const float l = t.l[r];
+      if (empty)
+        std::fill(o, o + d, 0.f);
+      else
+        for (int64_t c = 0; c < d; ++c) o[c] = a[c] / l;
       store_row(o, d, type_, out_, ((s.oq + i) * p_.heads_q + h) * d);
       const int64_t off = stats_offset(p_, s, i, h);
       std::fill(smax_ + off, smax_ + off + 8, empty ? -kFltMax : t.m[r]);
@@ -174,8 +178,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_fwd(
       .run();
   // rows past the last sequence (T1 > sum of seq_q) are zeros, as in the eager kernel
   const int64_t used = std::accumulate(seq_q.begin(), seq_q.end(), int64_t(0)), tail = query.size(0) - used;
-  for (at::Tensor* t : {&out, &smax, &ssum})
-    if (tail > 0) t->narrow(0, used, tail).zero_();
+  if (tail > 0)
+    for (at::Tensor* t : {&out, &smax, &ssum}) t->narrow(0, used, tail).zero_();
   return {out, smax, ssum};
 }
 

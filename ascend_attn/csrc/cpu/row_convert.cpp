@@ -38,11 +38,6 @@ void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* 
     std::copy(f, f + n, dst);
     return;
   }
-  if (type == ElemType::i8) {  // quantized queries of IFA: one row per head and call, not hot
-    const int8_t* i = static_cast<const int8_t*>(src) + offset;
-    std::copy(i, i + n, dst);
-    return;
-  }
   const auto* h = static_cast<const uint16_t*>(src) + offset;
 #if defined(__x86_64__)
   if (cpu_features().avx2) return load_row_avx2(h, type, n, dst);

@@ -9,8 +9,8 @@
 
 namespace ascend_attn_cpu {
 
-// n elements of a row of `type` (fp32 / fp16 / bf16 / int8) starting at element `offset` of src,
-// as float32 (exact).
+// n elements of a row of `type` (fp32 / fp16 / bf16; int8 rows are converted where they are read,
+// with their antiquant) starting at element `offset` of src, as float32 (exact).
 void load_row(const void* src, ElemType type, int64_t offset, int64_t n, float* dst);
 
 // `rows` such rows, row r starting at element offset + r * stride, into dst + r * dst_ld. The rows of
